@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Sets up everything driftloop needs on a fresh machine, idempotently:
+#   - uv (into a cache dir), then a virtualenv keyed by the lock file's hash, outside the repo
+#   - the Apache Kafka broker jars from Maven Central (through `driftloop stack fetch`)
+#   - redis-server through apt when it is missing
+# Source it (`. scripts/bootstrap.sh`) to get the venv on PATH.
+set -euo pipefail
+
+DRIFTLOOP_CACHE="${DRIFTLOOP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/driftloop}"
+export DRIFTLOOP_CACHE
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+log() { printf '\033[1;34m[bootstrap]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[bootstrap] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+command -v python3.11 >/dev/null 2>&1 || command -v python3 >/dev/null 2>&1 || die "Python 3.11 is required"
+py="$(command -v python3.11 || command -v python3)"
+"$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
+  || die "Python 3.11 is required (found $("$py" --version 2>&1))"
+
+# 1. uv, pinned, installed from PyPI into the cache
+uv_version="0.13.9"
+uv_home="$DRIFTLOOP_CACHE/uv-$uv_version"
+if [ ! -x "$uv_home/bin/uv" ]; then
+  log "installing uv $uv_version into $uv_home"
+  "$py" -m pip install --quiet --disable-pip-version-check --target "$uv_home" "uv==$uv_version"
+fi
+export PATH="$uv_home/bin:$PATH"
+export UV_CACHE_DIR="${UV_CACHE_DIR:-$DRIFTLOOP_CACHE/uv-cache}"
+
+# 2. the virtualenv, keyed by the lock's hash: a second run on the same machine installs nothing
+lock_hash="$(sha256sum "$repo/requirements.lock" | cut -c1-16)"
+venv="$DRIFTLOOP_CACHE/venv-$lock_hash"
+if [ ! -f "$venv/.complete" ]; then
+  log "creating virtualenv $venv (first run on this machine: downloads torch, ray, chdb …)"
+  rm -rf "$venv"
+  uv venv --quiet --python "$py" "$venv"
+  VIRTUAL_ENV="$venv" uv pip sync --quiet --require-hashes "$repo/requirements.lock"
+  touch "$venv/.complete"
+fi
+# the project itself, editable, so the venv always points at this checkout (< 1 s)
+VIRTUAL_ENV="$venv" uv pip install --quiet --no-deps -e "$repo"
+export VIRTUAL_ENV="$venv"
+export PATH="$venv/bin:$PATH"
+
+# 3. redis-server from the system package manager
+if ! command -v redis-server >/dev/null 2>&1; then
+  log "installing redis-server through apt"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null \
+    || die "apt-get install redis-server failed"
+  # the package starts a system-wide instance on 6379; driftloop runs its own
+  $sudo systemctl disable --now redis-server >/dev/null 2>&1 || $sudo service redis-server stop >/dev/null 2>&1 || true
+fi
+
+# 4. the Kafka broker jars (Maven Central, into the cache)
+driftloop stack fetch

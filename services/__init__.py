@@ -1,0 +1,1 @@
+"""driftloop services: one package per service, shared code in `services.common`."""
