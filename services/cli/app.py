@@ -1,0 +1,47 @@
+"""`driftloop`: the root command. Known failures print one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from services.cli import proto, stack, store
+from services.common.clickhouse import AnalyticsStoreError
+from services.common.settings import SettingsError
+from services.stack.errors import StackError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="driftloop", no_args_is_help=True, add_completion=False,
+    help="driftloop: event-driven MLOps that closes the continuous-training loop.",
+)
+app.add_typer(stack.app, name="stack")
+app.add_typer(store.app, name="store")
+app.add_typer(proto.app, name="proto")
+
+_err = Console(stderr=True)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except (StackError, SettingsError, AnalyticsStoreError) as exc:
+        _err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _err.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

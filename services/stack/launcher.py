@@ -1,0 +1,238 @@
+"""`driftloop stack up | status | down | logs`: the local default stack, for real."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from services.common.redis_client import RedisUnavailableError, check_redis
+from services.common.settings import Settings, load_settings
+from services.stack import kafka_broker, redis_server, store
+from services.stack.config import StackConfig
+from services.stack.errors import PortInUseError, StackError, StackNotRunningError
+from services.stack.processes import free_port, is_alive, port_is_free, stop_process, tail
+from services.stack.progress import StepReporter
+from services.stack.state import PartState, StackState, read_state, remove_state, write_state
+
+__all__ = ["PartStatus", "down", "log_paths", "status", "up"]
+
+PARTS = ("kafka", "redis", "clickhouse")
+
+
+@dataclass
+class PartStatus:
+    part: str
+    ok: bool
+    address: str
+    detail: str
+
+
+def _pick_port(configured: int, previous: int | None, part: str, setting: str) -> int:
+    if configured:
+        if not port_is_free(configured):
+            raise PortInUseError(part, configured, setting)
+        return configured
+    if previous and port_is_free(previous):
+        return previous  # keep addresses stable across down/up
+    return free_port()
+
+
+def _check_configured_ports(config: StackConfig) -> None:
+    """Fail before starting anything when an explicitly configured port is taken."""
+    for port, part, setting in (
+        (config.kafka_port, "the Kafka broker", "DRIFTLOOP_STACK_KAFKA_PORT"),
+        (config.kafka_controller_port, "the Kafka controller",
+         "DRIFTLOOP_STACK_KAFKA_CONTROLLER_PORT"),
+        (config.redis_port, "redis-server", "DRIFTLOOP_STACK_REDIS_PORT"),
+    ):
+        if port and not port_is_free(port):
+            raise PortInUseError(part, port, setting)
+
+
+def _running(state: StackState | None) -> bool:
+    return bool(state) and any(
+        p.pid is not None and is_alive(p.pid) for p in state.parts.values()  # type: ignore[union-attr]
+    )
+
+
+def up(home: Path, config: StackConfig, console: Console, partitions: int | None = None) -> Settings:
+    """Start every part, wait until each is ready, record them in the state file."""
+    home.mkdir(parents=True, exist_ok=True)
+    previous = read_state(home)
+    if _running(previous):
+        console.print(f"[yellow]the stack in {home} is already running[/yellow]")
+        return load_settings(home=home)
+    _check_configured_ports(config)
+    logs = home / "logs"
+    state = StackState(started_at_ms=int(time.time() * 1000))
+    old = previous.parts if previous else {}
+    reporter = StepReporter(console)
+    try:
+        with reporter.live():
+            _up_kafka(home, config, reporter, state, old.get("kafka"), logs)
+            _up_redis(home, config, reporter, state, old.get("redis"), logs)
+            write_state(home, state)  # so `down` can clean up even if a later step fails
+            settings = load_settings(home=home, topic_partitions=partitions) if partitions \
+                else load_settings(home=home)
+            with reporter.step("Kafka topics") as out:
+                created = asyncio.run(_ensure_topics(settings))
+                out.append(f"{len(settings.topics.all())} topics ({created} new), "
+                           f"{settings.topic_partitions} partitions each")
+            with reporter.step("ClickHouse engine store (chDB): migrations") as out:
+                dsn = f"chdb://{home / 'clickhouse'}"
+                result = store.migrate(dsn)
+                out.append(f"{dsn}, {len(result['applied'])} applied now")  # type: ignore[arg-type]
+                state.settings["clickhouse_dsn"] = dsn
+                state.parts["clickhouse"] = PartState(detail={"dsn": dsn})
+            artifacts = home / "artifacts"
+            artifacts.mkdir(parents=True, exist_ok=True)
+            state.settings["artifact_root"] = f"file://{artifacts}"
+            write_state(home, state)
+    except BaseException:
+        _stop_parts(state, config.stop_timeout_s)
+        write_state(home, state)
+        raise
+    return load_settings(home=home)
+
+
+def _up_kafka(home: Path, config: StackConfig, reporter: StepReporter, state: StackState,
+              old: PartState | None, logs: Path) -> None:
+    with reporter.step("Kafka broker jars (Maven Central, cached)") as out:
+        kafka_broker.check_java()
+        libs = kafka_broker.fetch_jars(config)
+        out.append(f"Kafka {config.kafka_version}")
+    with reporter.step("Kafka broker (KRaft)") as out:
+        prev = old.ports if old else {}
+        port = _pick_port(config.kafka_port, prev.get("broker"), "the Kafka broker",
+                          "DRIFTLOOP_STACK_KAFKA_PORT")
+        cport = _pick_port(config.kafka_controller_port, prev.get("controller"),
+                           "the Kafka controller", "DRIFTLOOP_STACK_KAFKA_CONTROLLER_PORT")
+        if cport == port:
+            cport = free_port()
+        kdir = home / "kafka"
+        kdir.mkdir(parents=True, exist_ok=True)
+        properties = kdir / "server.properties"
+        properties.write_text(kafka_broker.server_properties(port, cport, kdir / "data"))
+        kafka_broker.format_storage(libs, properties, kdir / "data")
+        log = logs / "kafka.log"
+        offset = log.stat().st_size if log.is_file() else 0
+        pid = kafka_broker.start(libs, properties, log, kdir, config.kafka_heap_mb)
+        bootstrap = f"127.0.0.1:{port}"
+        state.parts["kafka"] = PartState(pid=pid, ports={"broker": port, "controller": cport},
+                                         log=str(log))
+        state.settings["kafka_bootstrap"] = bootstrap
+        kafka_broker.wait_ready(pid, bootstrap, log, offset, config.ready_timeout_s)
+        out.append(bootstrap)
+
+
+def _up_redis(home: Path, config: StackConfig, reporter: StepReporter, state: StackState,
+              old: PartState | None, logs: Path) -> None:
+    with reporter.step("redis-server") as out:
+        port = _pick_port(config.redis_port, (old.ports if old else {}).get("redis"),
+                          "redis-server", "DRIFTLOOP_STACK_REDIS_PORT")
+        log = logs / "redis.log"
+        pid = redis_server.start(port, home / "redis", log)
+        url = f"redis://127.0.0.1:{port}/0"
+        state.parts["redis"] = PartState(pid=pid, ports={"redis": port}, log=str(log))
+        state.settings["redis_url"] = url
+        redis_server.wait_ready(pid, url, log, config.ready_timeout_s)
+        out.append(url)
+
+
+async def _ensure_topics(settings: Settings) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in settings.topics.all() if t not in existing]
+        if missing:
+            await admin.create_topics(
+                [NewTopic(t, settings.topic_partitions, 1) for t in missing]
+            )
+        return len(missing)
+    finally:
+        await admin.close()
+
+
+def _stop_parts(state: StackState, timeout_s: float) -> list[str]:
+    """Stop every started part (reverse order); returns the parts that would not die."""
+    stuck = []
+    for name in reversed(list(state.parts)):
+        part = state.parts[name]
+        if part.pid is not None:
+            if stop_process(part.pid, timeout_s):
+                part.pid = None
+            else:
+                stuck.append(f"{name} (pid {part.pid})")
+    return stuck
+
+
+def down(home: Path, config: StackConfig, console: Console) -> None:
+    state = read_state(home)
+    if state is None:
+        console.print(f"no stack recorded in {home}: nothing to stop")
+        return
+    reporter = StepReporter(console)
+    with reporter.live(), reporter.step("stopping the local stack") as out:
+        stuck = _stop_parts(state, config.stop_timeout_s)
+        if stuck:
+            write_state(home, state)
+            raise StackError(f"could not stop: {', '.join(stuck)}; kill them by hand")
+        remove_state(home)
+        out.append("Kafka, redis-server stopped; data kept in " + str(home))
+
+
+async def _kafka_status(bootstrap: str) -> str:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        topics = await admin.list_topics()
+        return f"{len(cluster['brokers'])} broker(s), {len(topics)} topics"
+    finally:
+        await admin.close()
+
+
+def status(home: Path) -> list[PartStatus]:
+    """Check each part for real: a metadata request, a PING, a query."""
+    state = read_state(home)
+    if state is None:
+        raise StackNotRunningError(f"no stack recorded in {home}; start it with `driftloop stack up`")
+    settings = load_settings(home=home)
+    results: list[PartStatus] = []
+    try:
+        detail = asyncio.run(asyncio.wait_for(_kafka_status(settings.kafka_bootstrap), 15))
+        results.append(PartStatus("kafka", True, settings.kafka_bootstrap, detail))
+    except Exception as exc:  # any failure is the answer here, not a crash
+        results.append(PartStatus("kafka", False, settings.kafka_bootstrap, f"unreachable: {exc!r}"))
+    try:
+        rtt_ms = check_redis(settings)
+        results.append(PartStatus("redis", True, settings.redis_url, f"PING {rtt_ms:.1f} ms"))
+    except RedisUnavailableError as exc:
+        results.append(PartStatus("redis", False, settings.redis_url, str(exc)))
+    try:
+        info = store.ping(settings.clickhouse_dsn)
+        results.append(PartStatus("clickhouse", True, settings.clickhouse_dsn,
+                                  f"ClickHouse {info['version']}, {info['tables']} tables, "
+                                  f"{info['migrations']} migrations"))
+    except StackError as exc:
+        results.append(PartStatus("clickhouse", False, settings.clickhouse_dsn, str(exc)))
+    return results
+
+
+def log_paths(home: Path) -> dict[str, Path]:
+    return {name: home / "logs" / f"{name}.log" for name in ("kafka", "redis")}
+
+
+def show_logs(home: Path, part: str, lines: int) -> str:
+    paths = log_paths(home)
+    chosen = paths if part == "all" else {part: paths[part]}
+    return "\n".join(f"==> {p} <==\n{tail(p, lines)}" for p in chosen.values())
