@@ -17,6 +17,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     name="driftloop", no_args_is_help=True, add_completion=False,
     help="driftloop: event-driven MLOps that closes the continuous-training loop.",
+    pretty_exceptions_enable=False,
 )
 app.add_typer(stack.app, name="stack")
 app.add_typer(store.app, name="store")
@@ -27,21 +28,7 @@ _err = Console(stderr=True)
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app()  # standalone: usage errors and `typer.Exit` become exit codes inside click
     except (StackError, SettingsError, AnalyticsStoreError) as exc:
         _err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         sys.exit(1)
-    except KeyboardInterrupt:
-        _err.print("[yellow]interrupted[/yellow]")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
