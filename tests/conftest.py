@@ -15,13 +15,22 @@ from services.common.settings import Settings, load_settings
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, home: Path, timeout_s: float = 300, check: bool = True,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    home: Path,
+    timeout_s: float = 300,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run `driftloop …` in a child process against the stack kept in `home`."""
     full_env = {**os.environ, "DRIFTLOOP_HOME": str(home), "COLUMNS": "200", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
-        cwd=REPO_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout_s,
+        cwd=REPO_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

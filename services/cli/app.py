@@ -15,7 +15,9 @@ from services.stack.errors import StackError
 __all__ = ["app", "main"]
 
 app = typer.Typer(
-    name="driftloop", no_args_is_help=True, add_completion=False,
+    name="driftloop",
+    no_args_is_help=True,
+    add_completion=False,
     help="driftloop: event-driven MLOps that closes the continuous-training loop.",
     pretty_exceptions_enable=False,
 )

@@ -26,7 +26,9 @@ def check() -> None:
         fresh = {p.name: p.read_bytes() for p in generate(Path(tmp))}
     committed = {p.name: p.read_bytes() for p in generated_files(REPO_ROOT)}
     if fresh != committed:
-        stale = sorted(set(fresh) ^ set(committed) | {n for n in fresh if fresh[n] != committed.get(n)})
+        stale = sorted(
+            set(fresh) ^ set(committed) | {n for n in fresh if fresh[n] != committed.get(n)}
+        )
         typer.echo(f"stale generated contracts: {', '.join(stale)}; run `driftloop proto gen`")
         raise typer.Exit(1)
     typer.echo("generated contracts are up to date")

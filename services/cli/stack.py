@@ -19,8 +19,11 @@ out = Console()
 
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", help="where the stack keeps state, data and logs "
-                 "[env DRIFTLOOP_HOME; default ./.driftloop]"),
+    typer.Option(
+        "--home",
+        help="where the stack keeps state, data and logs "
+        "[env DRIFTLOOP_HOME; default ./.driftloop]",
+    ),
 ]
 
 
@@ -53,7 +56,9 @@ def _print_status(results: list[launcher.PartStatus]) -> None:
     for column in ("part", "state", "address", "detail"):
         table.add_column(column)
     for r in results:
-        table.add_row(r.part, "[green]up[/green]" if r.ok else "[red]down[/red]", r.address, r.detail)
+        table.add_row(
+            r.part, "[green]up[/green]" if r.ok else "[red]down[/red]", r.address, r.detail
+        )
     out.print(table)
 
 

@@ -49,9 +49,13 @@ def schema(dsn: DsnOpt = None) -> None:
 def ping(dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
     """Run a real query against the store."""
     client = connect(_dsn(dsn))
-    version = client.command("SELECT version()")
-    tables = client.command("SELECT count() FROM system.tables WHERE database = currentDatabase()")
-    migrations = client.command("SELECT count() FROM schema_migrations") if int(tables) else 0
+    version, tables = client.query(
+        "SELECT version(), (SELECT count() FROM system.tables"
+        " WHERE database = currentDatabase())"
+    ).result_rows[0]
+    migrations = 0
+    if tables:
+        migrations = client.query("SELECT count() FROM schema_migrations").result_rows[0][0]
     client.close()
     info = {"version": str(version), "tables": int(tables), "migrations": int(migrations)}
     print(json.dumps(info) if as_json else info)

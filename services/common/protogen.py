@@ -11,7 +11,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "GENERATED_SUFFIXES", "generate", "generated_files"]
+__all__ = ["GENERATED_SUFFIXES", "REPO_ROOT", "generate", "generated_files"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = REPO_ROOT / "proto"

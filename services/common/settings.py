@@ -22,8 +22,8 @@ from pydantic_settings import (
 
 __all__ = [
     "STATE_FILE_NAME",
-    "SettingsError",
     "Settings",
+    "SettingsError",
     "TopicNames",
     "default_home",
     "get_settings",
@@ -79,7 +79,9 @@ class _StateFileSource(PydanticBaseSettingsSource):
                     f"the stack state file {path} is unreadable ({exc}); "
                     "run `driftloop stack down` and `driftloop stack up` again"
                 ) from exc
-            self._data = {k: raw["settings"][k] for k in _STATE_KEYS if k in raw.get("settings", {})}
+            self._data = {
+                k: raw["settings"][k] for k in _STATE_KEYS if k in raw.get("settings", {})
+            }
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False

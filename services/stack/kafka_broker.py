@@ -36,7 +36,8 @@ def _require(tool: str, purpose: str, hint: str) -> str:
 
 def check_java() -> str:
     java = _require(
-        "java", "to run the Kafka broker (Java 17 or newer)",
+        "java",
+        "to run the Kafka broker (Java 17 or newer)",
         "Install a JDK 17+ (e.g. `apt-get install openjdk-17-jre-headless`).",
     )
     out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
@@ -58,16 +59,27 @@ def fetch_jars(config: StackConfig) -> Path:
     if marker.is_file():
         return libs
     mvn = _require(
-        "mvn", "to fetch the Kafka broker jars from Maven Central",
+        "mvn",
+        "to fetch the Kafka broker jars from Maven Central",
         "Install Maven (`apt-get install maven`) — scripts/bootstrap.sh expects it on PATH.",
     )
     if libs.exists():
         shutil.rmtree(libs)
     libs.mkdir(parents=True)
     proc = subprocess.run(
-        [mvn, "-q", "-B", "-f", str(POM), f"-Dkafka.version={config.kafka_version}",
-         "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
-        capture_output=True, text=True,
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            f"-Dkafka.version={config.kafka_version}",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={libs}",
+        ],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
         raise StackError(
@@ -108,9 +120,16 @@ def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
 
 def _java_cmd(libs: Path, main: str, *args: str, heap_mb: int = 256) -> list[str]:
     return [
-        "java", f"-Xms{min(256, heap_mb)}m", f"-Xmx{heap_mb}m", "-XX:+UseG1GC",
-        "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-        "-cp", f"{libs}/*", main, *args,
+        "java",
+        f"-Xms{min(256, heap_mb)}m",
+        f"-Xmx{heap_mb}m",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        "-cp",
+        f"{libs}/*",
+        main,
+        *args,
     ]
 
 
@@ -118,14 +137,22 @@ def format_storage(libs: Path, properties: Path, data_dir: Path) -> None:
     """Format the KRaft log directory once; an already formatted one is left alone."""
     if (data_dir / "meta.properties").is_file():
         return
-    cluster_id = subprocess.run(
-        _java_cmd(libs, "kafka.tools.StorageTool", "random-uuid"),
-        capture_output=True, text=True, check=True,
-    ).stdout.strip().splitlines()[-1]
+    cluster_id = (
+        subprocess.run(
+            _java_cmd(libs, "kafka.tools.StorageTool", "random-uuid"),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     proc = subprocess.run(
-        _java_cmd(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                  "-c", str(properties)),
-        capture_output=True, text=True,
+        _java_cmd(
+            libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)
+        ),
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise StackError(f"formatting Kafka storage failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
@@ -169,4 +196,3 @@ def wait_ready(pid: int, bootstrap: str, log: Path, log_offset: int, timeout_s: 
             return time.monotonic() - started
         time.sleep(0.3)
     raise ReadinessTimeoutError("the Kafka broker", timeout_s, str(log), tail(log, 30))
-

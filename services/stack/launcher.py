@@ -45,8 +45,11 @@ def _check_configured_ports(config: StackConfig) -> None:
     """Fail before starting anything when an explicitly configured port is taken."""
     for port, part, setting in (
         (config.kafka_port, "the Kafka broker", "DRIFTLOOP_STACK_KAFKA_PORT"),
-        (config.kafka_controller_port, "the Kafka controller",
-         "DRIFTLOOP_STACK_KAFKA_CONTROLLER_PORT"),
+        (
+            config.kafka_controller_port,
+            "the Kafka controller",
+            "DRIFTLOOP_STACK_KAFKA_CONTROLLER_PORT",
+        ),
         (config.redis_port, "redis-server", "DRIFTLOOP_STACK_REDIS_PORT"),
     ):
         if port and not port_is_free(port):
@@ -55,11 +58,14 @@ def _check_configured_ports(config: StackConfig) -> None:
 
 def _running(state: StackState | None) -> bool:
     return bool(state) and any(
-        p.pid is not None and is_alive(p.pid) for p in state.parts.values()  # type: ignore[union-attr]
+        p.pid is not None and is_alive(p.pid)
+        for p in state.parts.values()  # type: ignore[union-attr]
     )
 
 
-def up(home: Path, config: StackConfig, console: Console, partitions: int | None = None) -> Settings:
+def up(
+    home: Path, config: StackConfig, console: Console, partitions: int | None = None
+) -> Settings:
     """Start every part, wait until each is ready, record them in the state file."""
     home.mkdir(parents=True, exist_ok=True)
     previous = read_state(home)
@@ -76,12 +82,17 @@ def up(home: Path, config: StackConfig, console: Console, partitions: int | None
             _up_kafka(home, config, reporter, state, old.get("kafka"), logs)
             _up_redis(home, config, reporter, state, old.get("redis"), logs)
             write_state(home, state)  # so `down` can clean up even if a later step fails
-            settings = load_settings(home=home, topic_partitions=partitions) if partitions \
+            settings = (
+                load_settings(home=home, topic_partitions=partitions)
+                if partitions
                 else load_settings(home=home)
+            )
             with reporter.step("Kafka topics") as out:
                 created = asyncio.run(_ensure_topics(settings))
-                out.append(f"{len(settings.topics.all())} topics ({created} new), "
-                           f"{settings.topic_partitions} partitions each")
+                out.append(
+                    f"{len(settings.topics.all())} topics ({created} new), "
+                    f"{settings.topic_partitions} partitions each"
+                )
             with reporter.step("ClickHouse engine store (chDB): migrations") as out:
                 dsn = f"chdb://{home / 'clickhouse'}"
                 result = store.migrate(dsn)
@@ -99,18 +110,29 @@ def up(home: Path, config: StackConfig, console: Console, partitions: int | None
     return load_settings(home=home)
 
 
-def _up_kafka(home: Path, config: StackConfig, reporter: StepReporter, state: StackState,
-              old: PartState | None, logs: Path) -> None:
+def _up_kafka(
+    home: Path,
+    config: StackConfig,
+    reporter: StepReporter,
+    state: StackState,
+    old: PartState | None,
+    logs: Path,
+) -> None:
     with reporter.step("Kafka broker jars (Maven Central, cached)") as out:
         kafka_broker.check_java()
         libs = kafka_broker.fetch_jars(config)
         out.append(f"Kafka {config.kafka_version}")
     with reporter.step("Kafka broker (KRaft)") as out:
         prev = old.ports if old else {}
-        port = _pick_port(config.kafka_port, prev.get("broker"), "the Kafka broker",
-                          "DRIFTLOOP_STACK_KAFKA_PORT")
-        cport = _pick_port(config.kafka_controller_port, prev.get("controller"),
-                           "the Kafka controller", "DRIFTLOOP_STACK_KAFKA_CONTROLLER_PORT")
+        port = _pick_port(
+            config.kafka_port, prev.get("broker"), "the Kafka broker", "DRIFTLOOP_STACK_KAFKA_PORT"
+        )
+        cport = _pick_port(
+            config.kafka_controller_port,
+            prev.get("controller"),
+            "the Kafka controller",
+            "DRIFTLOOP_STACK_KAFKA_CONTROLLER_PORT",
+        )
         if cport == port:
             cport = free_port()
         kdir = home / "kafka"
@@ -122,18 +144,29 @@ def _up_kafka(home: Path, config: StackConfig, reporter: StepReporter, state: St
         offset = log.stat().st_size if log.is_file() else 0
         pid = kafka_broker.start(libs, properties, log, kdir, config.kafka_heap_mb)
         bootstrap = f"127.0.0.1:{port}"
-        state.parts["kafka"] = PartState(pid=pid, ports={"broker": port, "controller": cport},
-                                         log=str(log))
+        state.parts["kafka"] = PartState(
+            pid=pid, ports={"broker": port, "controller": cport}, log=str(log)
+        )
         state.settings["kafka_bootstrap"] = bootstrap
         kafka_broker.wait_ready(pid, bootstrap, log, offset, config.ready_timeout_s)
         out.append(bootstrap)
 
 
-def _up_redis(home: Path, config: StackConfig, reporter: StepReporter, state: StackState,
-              old: PartState | None, logs: Path) -> None:
+def _up_redis(
+    home: Path,
+    config: StackConfig,
+    reporter: StepReporter,
+    state: StackState,
+    old: PartState | None,
+    logs: Path,
+) -> None:
     with reporter.step("redis-server") as out:
-        port = _pick_port(config.redis_port, (old.ports if old else {}).get("redis"),
-                          "redis-server", "DRIFTLOOP_STACK_REDIS_PORT")
+        port = _pick_port(
+            config.redis_port,
+            (old.ports if old else {}).get("redis"),
+            "redis-server",
+            "DRIFTLOOP_STACK_REDIS_PORT",
+        )
         log = logs / "redis.log"
         pid = redis_server.start(port, home / "redis", log)
         url = f"redis://127.0.0.1:{port}/0"
@@ -152,9 +185,7 @@ async def _ensure_topics(settings: Settings) -> int:
         existing = set(await admin.list_topics())
         missing = [t for t in settings.topics.all() if t not in existing]
         if missing:
-            await admin.create_topics(
-                [NewTopic(t, settings.topic_partitions, 1) for t in missing]
-            )
+            await admin.create_topics([NewTopic(t, settings.topic_partitions, 1) for t in missing])
         return len(missing)
     finally:
         await admin.close()
@@ -205,14 +236,18 @@ def status(home: Path) -> list[PartStatus]:
     """Check each part for real: a metadata request, a PING, a query."""
     state = read_state(home)
     if state is None:
-        raise StackNotRunningError(f"no stack recorded in {home}; start it with `driftloop stack up`")
+        raise StackNotRunningError(
+            f"no stack recorded in {home}; start it with `driftloop stack up`"
+        )
     settings = load_settings(home=home)
     results: list[PartStatus] = []
     try:
         detail = asyncio.run(asyncio.wait_for(_kafka_status(settings.kafka_bootstrap), 15))
         results.append(PartStatus("kafka", True, settings.kafka_bootstrap, detail))
     except Exception as exc:  # any failure is the answer here, not a crash
-        results.append(PartStatus("kafka", False, settings.kafka_bootstrap, f"unreachable: {exc!r}"))
+        results.append(
+            PartStatus("kafka", False, settings.kafka_bootstrap, f"unreachable: {exc!r}")
+        )
     try:
         rtt_ms = check_redis(settings)
         results.append(PartStatus("redis", True, settings.redis_url, f"PING {rtt_ms:.1f} ms"))
@@ -220,9 +255,15 @@ def status(home: Path) -> list[PartStatus]:
         results.append(PartStatus("redis", False, settings.redis_url, str(exc)))
     try:
         info = store.ping(settings.clickhouse_dsn)
-        results.append(PartStatus("clickhouse", True, settings.clickhouse_dsn,
-                                  f"ClickHouse {info['version']}, {info['tables']} tables, "
-                                  f"{info['migrations']} migrations"))
+        results.append(
+            PartStatus(
+                "clickhouse",
+                True,
+                settings.clickhouse_dsn,
+                f"ClickHouse {info['version']}, {info['tables']} tables, "
+                f"{info['migrations']} migrations",
+            )
+        )
     except StackError as exc:
         results.append(PartStatus("clickhouse", False, settings.clickhouse_dsn, str(exc)))
     return results

@@ -21,8 +21,11 @@ class StepReporter:
     def live(self) -> Iterator[StepReporter]:
         if self.console.is_terminal:
             with Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                console=self.console, transient=False,
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
             ) as progress:
                 self._progress = progress
                 try:

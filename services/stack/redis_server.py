@@ -18,13 +18,27 @@ def redis_command(port: int, data_dir: Path) -> list[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise ToolMissingError(
-            "redis-server", "for the local Redis (caches, locks, live routing tables)",
+            "redis-server",
+            "for the local Redis (caches, locks, live routing tables)",
             "Install it with `apt-get install redis-server` (scripts/bootstrap.sh does this).",
         )
     return [
-        binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
         # Redis holds only rebuildable state (DESIGN.md §4): no snapshots, no AOF
-        "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
     ]
 
 

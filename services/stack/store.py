@@ -19,7 +19,10 @@ __all__ = ["migrate", "ping"]
 def _run_store_cli(*args: str, timeout_s: float = 120) -> dict[str, object]:
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli", "store", *args, "--json"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
     if proc.returncode != 0:
         message = (proc.stderr or proc.stdout).strip().splitlines()

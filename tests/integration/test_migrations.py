@@ -12,17 +12,28 @@ from tests.conftest import REPO_ROOT, run_cli
 
 def test_migrations_applied_twice_give_the_same_schema(tmp_path: Path) -> None:
     dsn = f"chdb://{tmp_path / 'store'}"
-    first = json.loads(run_cli("store", "migrate", "--dsn", dsn, "--json", home=tmp_path)
-                       .stdout.splitlines()[-1])
+    first = json.loads(
+        run_cli("store", "migrate", "--dsn", dsn, "--json", home=tmp_path).stdout.splitlines()[-1]
+    )
     assert first["applied"] == ["0001_events"]
     schema_1 = json.loads(run_cli("store", "schema", "--dsn", dsn, home=tmp_path).stdout)
-    second = json.loads(run_cli("store", "migrate", "--dsn", dsn, "--json", home=tmp_path)
-                        .stdout.splitlines()[-1])
+    second = json.loads(
+        run_cli("store", "migrate", "--dsn", dsn, "--json", home=tmp_path).stdout.splitlines()[-1]
+    )
     assert second["applied"] == []
     schema_2 = json.loads(run_cli("store", "schema", "--dsn", dsn, home=tmp_path).stdout)
     assert schema_1 == schema_2
-    for table in ("predictions", "labels", "drift_metrics", "drift_events", "model_events",
-                  "dataset_versions", "data_rejected", "experiment_events", "schema_migrations"):
+    for table in (
+        "predictions",
+        "labels",
+        "drift_metrics",
+        "drift_events",
+        "model_events",
+        "dataset_versions",
+        "data_rejected",
+        "experiment_events",
+        "schema_migrations",
+    ):
         assert table in schema_1
 
 
@@ -30,9 +41,10 @@ _EDITED = """
 import sys
 from services.common.clickhouse import Migration, MigrationError, apply_migrations, connect
 client = connect(sys.argv[1])
-base = [Migration(1, "one", "CREATE TABLE IF NOT EXISTS t1 (a UInt8) ENGINE = MergeTree ORDER BY a;")]
+ddl = "CREATE TABLE IF NOT EXISTS t1 (a {}) ENGINE = MergeTree ORDER BY a;"
+base = [Migration(1, "one", ddl.format("UInt8"))]
 print(len(apply_migrations(client, base)))
-edited = [Migration(1, "one", "CREATE TABLE IF NOT EXISTS t1 (a UInt16) ENGINE = MergeTree ORDER BY a;")]
+edited = [Migration(1, "one", ddl.format("UInt16"))]
 try:
     apply_migrations(client, edited)
 except MigrationError as exc:
@@ -46,8 +58,13 @@ except MigrationError as exc:
 
 
 def test_edited_or_broken_migration_is_refused_clearly(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", _EDITED, f"chdb://{tmp_path / 's'}"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _EDITED, f"chdb://{tmp_path / 's'}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "1"

@@ -74,8 +74,9 @@ def test_taken_port_gives_specific_error_and_starts_nothing(tmp_path: Path) -> N
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        proc = run_cli("stack", "up", home=home, check=False,
-                       env={"DRIFTLOOP_STACK_KAFKA_PORT": str(port)})
+        proc = run_cli(
+            "stack", "up", home=home, check=False, env={"DRIFTLOOP_STACK_KAFKA_PORT": str(port)}
+        )
     assert proc.returncode == 1
     err = " ".join(proc.stderr.split())
     assert f"port {port} on 127.0.0.1 is already in use" in err

@@ -22,8 +22,9 @@ def test_defaults_live_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert len(s.topics.all()) == 8
 
 
-def test_state_file_is_read_and_env_overrides_it(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_state_file_is_read_and_env_overrides_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _write_state(tmp_path, kafka_bootstrap="127.0.0.1:1111", redis_url="redis://127.0.0.1:2/0")
     monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path))
     s = load_settings()
@@ -51,8 +52,9 @@ def test_nested_topic_names_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         ("DRIFTLOOP_LOG_LEVEL", "LOUD", "DRIFTLOOP_LOG_LEVEL"),
     ],
 )
-def test_bad_setting_names_the_variable(env: str, value: str, needle: str,
-                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_bad_setting_names_the_variable(
+    env: str, value: str, needle: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv(env, value)
     with pytest.raises(SettingsError) as info:
         load_settings(home=tmp_path)

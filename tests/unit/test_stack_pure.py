@@ -23,18 +23,27 @@ def test_server_properties_bind_loopback_only(tmp_path: Path) -> None:
 
 
 def test_state_round_trip(tmp_path: Path) -> None:
-    state = StackState(started_at_ms=5, settings={"redis_url": "redis://127.0.0.1:1/0"},
-                       parts={"redis": PartState(pid=42, ports={"redis": 1}, log="x")})
+    state = StackState(
+        started_at_ms=5,
+        settings={"redis_url": "redis://127.0.0.1:1/0"},
+        parts={"redis": PartState(pid=42, ports={"redis": 1}, log="x")},
+    )
     write_state(tmp_path, state)
     assert read_state(tmp_path) == state
     assert read_state(tmp_path / "nope") is None
 
 
 def test_migration_statements_split_and_skip_comments() -> None:
-    m = Migration(1, "x", "-- comment; here\nCREATE TABLE a (x UInt8) ENGINE = Log;\n\n"
-                         "CREATE TABLE b (y UInt8) ENGINE = Log;\n")
-    assert m.statements() == ["CREATE TABLE a (x UInt8) ENGINE = Log",
-                              "CREATE TABLE b (y UInt8) ENGINE = Log"]
+    m = Migration(
+        1,
+        "x",
+        "-- comment; here\nCREATE TABLE a (x UInt8) ENGINE = Log;\n\n"
+        "CREATE TABLE b (y UInt8) ENGINE = Log;\n",
+    )
+    assert m.statements() == [
+        "CREATE TABLE a (x UInt8) ENGINE = Log",
+        "CREATE TABLE b (y UInt8) ENGINE = Log",
+    ]
     assert m.checksum != Migration(1, "x", m.sql + " ").checksum
 
 
@@ -46,7 +55,7 @@ def test_repo_migrations_are_well_formed() -> None:
 
 def test_badly_named_migration_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "1_bad.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="NNNN_snake_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_snake_name\.sql"):
         load_migrations(tmp_path)
 
 
