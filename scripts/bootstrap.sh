@@ -22,7 +22,7 @@ uv_version="0.13.9"
 uv_home="$DRIFTLOOP_CACHE/uv-$uv_version"
 if [ ! -x "$uv_home/bin/uv" ]; then
   log "installing uv $uv_version into $uv_home"
-  "$py" -m pip install --quiet --disable-pip-version-check --target "$uv_home" "uv==$uv_version"
+  "$py" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$uv_home" "uv==$uv_version"
 fi
 export PATH="$uv_home/bin:$PATH"
 export UV_CACHE_DIR="${UV_CACHE_DIR:-$DRIFTLOOP_CACHE/uv-cache}"
