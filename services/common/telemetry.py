@@ -170,7 +170,9 @@ def setup_telemetry(settings: Settings) -> Telemetry:
             _log.warning(
                 "telemetry already configured in this process (service=%s, exporter=%s); "
                 "the new configuration (service=%s, exporter=%s) is not global",
-                _global_owner.service_name, _global_owner.exporter, *key,
+                _global_owner.service_name,
+                _global_owner.exporter,
+                *key,
             )
         _configured[key] = telemetry
         return telemetry
@@ -200,8 +202,11 @@ class _GrpcMetadataSetter(Setter[GrpcMetadata]):
 
 class _GrpcMetadataGetter(Getter[Iterable[tuple[str, Any]]]):
     def get(self, carrier: Iterable[tuple[str, Any]], key: str) -> list[str] | None:
-        values = [v if isinstance(v, str) else v.decode("ascii", "replace")
-                  for k, v in carrier if k.lower() == key]
+        values = [
+            v if isinstance(v, str) else v.decode("ascii", "replace")
+            for k, v in carrier
+            if k.lower() == key
+        ]
         return values or None
 
     def keys(self, carrier: Iterable[tuple[str, Any]]) -> list[str]:

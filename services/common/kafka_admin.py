@@ -1,0 +1,128 @@
+"""Kafka administration: is the broker there (`check_kafka`), create topics (`ensure_topics`).
+
+Both turn "cannot connect" into one KafkaUnavailableError that names the bootstrap servers
+and what to do, instead of a traceback from deep inside the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
+
+from services.common.settings import Settings
+
+__all__ = [
+    "KafkaClusterInfo",
+    "KafkaUnavailableError",
+    "check_kafka",
+    "ensure_topics",
+    "explain_unavailable",
+]
+
+
+class KafkaUnavailableError(ConnectionError):
+    """Kafka did not answer; the message names the bootstrap servers and what to do."""
+
+
+def explain_unavailable(settings: Settings, exc: BaseException) -> KafkaUnavailableError:
+    return KafkaUnavailableError(
+        f"cannot reach Kafka at {settings.kafka_bootstrap} ({str(exc) or type(exc).__name__}); "
+        "start the local stack with `driftloop stack up` or set DRIFTLOOP_KAFKA_BOOTSTRAP"
+    )
+
+
+@dataclass(frozen=True)
+class KafkaClusterInfo:
+    bootstrap: str
+    cluster_id: str | None
+    controller_id: int
+    brokers: list[str]
+    topics: list[str]
+    latency_ms: float
+
+
+def _admin(settings: Settings, request_timeout_ms: int | None = None) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=f"{settings.service_name}-admin",
+        request_timeout_ms=request_timeout_ms or settings.kafka_request_timeout_ms,
+    )
+
+
+async def check_kafka(settings: Settings, timeout_s: float = 10.0) -> KafkaClusterInfo:
+    """A real metadata request; raises KafkaUnavailableError with what to do."""
+    admin = _admin(settings, int(timeout_s * 1000))
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            cluster = await admin.describe_cluster()
+            topics = await admin.list_topics()
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise explain_unavailable(settings, exc) from None
+    finally:
+        await admin.close()
+    return KafkaClusterInfo(
+        bootstrap=settings.kafka_bootstrap,
+        cluster_id=cluster.get("cluster_id"),
+        controller_id=cluster["controller_id"],
+        brokers=[f"{b['host']}:{b['port']}" for b in cluster["brokers"]],
+        topics=sorted(t for t in topics if not t.startswith("__")),
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+async def ensure_topics(
+    settings: Settings,
+    names: Iterable[str],
+    partitions: int | None = None,
+    *,
+    replication_factor: int = 1,
+    configs: Mapping[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> list[str]:
+    """Create the topics that do not exist yet and wait until they have leaders.
+
+    Returns the names created by this call (existing topics are left as they are).
+    """
+    wanted = list(dict.fromkeys(names))
+    new = [
+        NewTopic(
+            name,
+            partitions or settings.topic_partitions,
+            replication_factor,
+            topic_configs=dict(configs or {}),
+        )
+        for name in wanted
+    ]
+    admin = _admin(settings)
+    created: list[str] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            response = await admin.create_topics(new)
+            for topic, code, *message in response.topic_errors:
+                error = for_code(code)
+                if code == 0:
+                    created.append(topic)
+                elif error is not TopicAlreadyExistsError:
+                    raise KafkaError(f"cannot create topic {topic!r}: {error.__name__} {message}")
+            while True:  # a new topic's partitions need a leader before anyone can use them
+                described = await admin.describe_topics(wanted)
+                if all(
+                    t["error_code"] == 0
+                    and t["partitions"]
+                    and all(p["leader"] >= 0 for p in t["partitions"])
+                    for t in described
+                ):
+                    return created
+                await asyncio.sleep(0.1)
+    except (KafkaConnectionError, OSError, TimeoutError) as exc:
+        raise explain_unavailable(settings, exc) from None
+    finally:
+        await admin.close()
