@@ -50,8 +50,7 @@ def ping(dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
     """Run a real query against the store."""
     client = connect(_dsn(dsn))
     version, tables = client.query(
-        "SELECT version(), (SELECT count() FROM system.tables"
-        " WHERE database = currentDatabase())"
+        "SELECT version(), (SELECT count() FROM system.tables WHERE database = currentDatabase())"
     ).result_rows[0]
     migrations = 0
     if tables:

@@ -134,7 +134,7 @@ class ProtobufProducer:
         """Queue one message: `fut = await producer.send(...)`, then `await fut` for its
         partition/offset. (A plain function returning aiokafka's coroutine: one frame less
         per record.)"""
-        return self._producer.send(  # type: ignore[no-any-return]
+        return self._producer.send(
             topic,
             message.SerializeToString(),
             key=encode_key(key),
@@ -189,9 +189,7 @@ class ProtobufProducer:
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> DeliveryFuture:
         """Send bytes as they are (forwarding, replay); no driftloop headers are added."""
-        return await self._producer.send(  # type: ignore[no-any-return]
-            topic, value, key=encode_key(key), headers=list(headers)
-        )
+        return await self._producer.send(topic, value, key=encode_key(key), headers=list(headers))
 
     async def flush(self) -> None:
         await self._producer.flush()

@@ -91,20 +91,11 @@ class Telemetry:
 
 
 def _otlp_exporters() -> tuple[Any, Any]:
-    try:
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[import-not-found]
-            OTLPMetricExporter,
-        )
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
-            OTLPSpanExporter,
-        )
-    except ImportError:
-        raise TelemetryError(
-            "DRIFTLOOP_TELEMETRY_EXPORTER=otlp needs the OTLP exporter package, which is not "
-            "installed; `pip install opentelemetry-exporter-otlp-proto-grpc` (endpoint from "
-            "OTEL_EXPORTER_OTLP_ENDPOINT) or set DRIFTLOOP_TELEMETRY_EXPORTER to none, console "
-            "or memory"
-        ) from None
+    # Imported here: the gRPC exporter is only needed when a collector is configured
+    # (endpoint from OTEL_EXPORTER_OTLP_ENDPOINT, the SDK's standard variable).
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
     return OTLPSpanExporter(), OTLPMetricExporter()
 
 
@@ -247,14 +238,14 @@ def instrument_grpc_server(telemetry: Telemetry) -> grpc.aio.ServerInterceptor:
     """An interceptor for `grpc.aio.server(interceptors=[...])` that traces every call."""
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    return aio_server_interceptor(tracer_provider=telemetry.tracer_provider)  # type: ignore[no-any-return]
+    return aio_server_interceptor(tracer_provider=telemetry.tracer_provider)
 
 
 def instrument_grpc_client(telemetry: Telemetry) -> list[grpc.aio.ClientInterceptor]:
     """Interceptors for `grpc.aio.insecure_channel(..., interceptors=...)`."""
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-    return aio_client_interceptors(tracer_provider=telemetry.tracer_provider)  # type: ignore[no-any-return]
+    return aio_client_interceptors(tracer_provider=telemetry.tracer_provider)
 
 
 def instrument_fastapi(app: FastAPI, telemetry: Telemetry) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from services.common.kafka_admin import KafkaUnavailableError, check_kafka, ensure_topics
 from services.common.redis_client import RedisUnavailableError, check_redis
 from services.common.settings import Settings, load_settings
 from services.stack import kafka_broker, redis_server, store
@@ -88,7 +89,7 @@ def up(
                 else load_settings(home=home)
             )
             with reporter.step("Kafka topics") as out:
-                created = asyncio.run(_ensure_topics(settings))
+                created = len(asyncio.run(ensure_topics(settings, settings.topics.all())))
                 out.append(
                     f"{len(settings.topics.all())} topics ({created} new), "
                     f"{settings.topic_partitions} partitions each"
@@ -176,21 +177,6 @@ def _up_redis(
         out.append(url)
 
 
-async def _ensure_topics(settings: Settings) -> int:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in settings.topics.all() if t not in existing]
-        if missing:
-            await admin.create_topics([NewTopic(t, settings.topic_partitions, 1) for t in missing])
-        return len(missing)
-    finally:
-        await admin.close()
-
-
 def _stop_parts(state: StackState, timeout_s: float) -> list[str]:
     """Stop every started part (reverse order); returns the parts that would not die."""
     stuck = []
@@ -219,19 +205,6 @@ def down(home: Path, config: StackConfig, console: Console) -> None:
         out.append("Kafka, redis-server stopped; data kept in " + str(home))
 
 
-async def _kafka_status(bootstrap: str) -> str:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    await admin.start()
-    try:
-        cluster = await admin.describe_cluster()
-        topics = await admin.list_topics()
-        return f"{len(cluster['brokers'])} broker(s), {len(topics)} topics"
-    finally:
-        await admin.close()
-
-
 def status(home: Path) -> list[PartStatus]:
     """Check each part for real: a metadata request, a PING, a query."""
     state = read_state(home)
@@ -242,26 +215,24 @@ def status(home: Path) -> list[PartStatus]:
     settings = load_settings(home=home)
     results: list[PartStatus] = []
     try:
-        detail = asyncio.run(asyncio.wait_for(_kafka_status(settings.kafka_bootstrap), 15))
+        info = asyncio.run(check_kafka(settings, timeout_s=15))
+        detail = f"{len(info.brokers)} broker(s), {len(info.topics)} topics"
         results.append(PartStatus("kafka", True, settings.kafka_bootstrap, detail))
-    except Exception as exc:  # any failure is the answer here, not a crash
-        results.append(
-            PartStatus("kafka", False, settings.kafka_bootstrap, f"unreachable: {exc!r}")
-        )
+    except KafkaUnavailableError as exc:
+        results.append(PartStatus("kafka", False, settings.kafka_bootstrap, str(exc)))
     try:
         rtt_ms = check_redis(settings)
         results.append(PartStatus("redis", True, settings.redis_url, f"PING {rtt_ms:.1f} ms"))
     except RedisUnavailableError as exc:
         results.append(PartStatus("redis", False, settings.redis_url, str(exc)))
     try:
-        info = store.ping(settings.clickhouse_dsn)
+        ch = store.ping(settings.clickhouse_dsn)
         results.append(
             PartStatus(
                 "clickhouse",
                 True,
                 settings.clickhouse_dsn,
-                f"ClickHouse {info['version']}, {info['tables']} tables, "
-                f"{info['migrations']} migrations",
+                f"ClickHouse {ch['version']}, {ch['tables']} tables, {ch['migrations']} migrations",
             )
         )
     except StackError as exc:

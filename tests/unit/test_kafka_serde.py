@@ -33,7 +33,6 @@ from services.common.kafka_serde import (
 from services.common.settings import TopicNames, load_settings
 from services.common.telemetry import (
     Telemetry,
-    TelemetryError,
     build_telemetry,
     extract_grpc_metadata,
     extract_kafka_headers,
@@ -337,12 +336,9 @@ def test_setup_telemetry_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [s.name for s in first.span_exporter.get_finished_spans()] == ["recorded"]  # type: ignore[union-attr]
 
 
-def test_otlp_without_exporter_package_is_a_clear_error() -> None:
-    try:  # the exporter is an optional extra; skip when it is installed
-        import opentelemetry.exporter.otlp.proto.grpc  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("the OTLP exporter is installed")
-    with pytest.raises(TelemetryError, match="opentelemetry-exporter-otlp"):
-        build_telemetry(load_settings(telemetry_exporter="otlp"))
+def test_otlp_exporter_is_wired_for_production() -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    tel = build_telemetry(load_settings(telemetry_exporter="otlp"))
+    processors = tel.tracer_provider._active_span_processor._span_processors
+    assert [type(p.span_exporter) for p in processors] == [OTLPSpanExporter]  # type: ignore[attr-defined]
