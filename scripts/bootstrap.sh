@@ -3,8 +3,10 @@
 #   - uv (into a cache dir), then a virtualenv keyed by the lock file's hash, outside the repo
 #   - the Apache Kafka broker jars from Maven Central (through `driftloop stack fetch`)
 #   - redis-server through apt when it is missing
-# Source it (`. scripts/bootstrap.sh`) to get the venv on PATH.
+# Run it (`bash scripts/bootstrap.sh`): progress goes to stderr, and the last line on stdout
+# is the virtualenv's path. scripts/venv runs any command inside that virtualenv.
 set -euo pipefail
+exec 3>&1 1>&2  # only the venv path goes to stdout
 
 DRIFTLOOP_CACHE="${DRIFTLOOP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/driftloop}"
 export DRIFTLOOP_CACHE
@@ -55,3 +57,5 @@ fi
 
 # 4. the Kafka broker jars (Maven Central, into the cache)
 driftloop stack fetch
+
+echo "$venv" >&3

@@ -4,9 +4,6 @@
 # Stop it with: scripts/driftloop stack down
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=bootstrap.sh
-. "$here/bootstrap.sh"
-cd "$here/.."
-driftloop stack up "$@"
+"$here/venv" driftloop stack up "$@"
 echo
 echo "The stack keeps running. Next: scripts/driftloop stack status | logs | down"

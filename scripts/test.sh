@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Sets everything up on a fresh machine (scripts/bootstrap.sh), then runs the whole test
-# suite: lint, unit tests, and integration tests against the real Kafka broker, Redis and
-# ClickHouse engine, which the test session starts (and stops) with driftloop's launcher.
-# Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -x`.
+# suite: lint, type check, unit tests, and integration tests against the real Kafka broker,
+# Redis and ClickHouse engine, which the test session starts (and stops) with driftloop's
+# launcher. Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -x`.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=bootstrap.sh
-. "$here/bootstrap.sh"
-cd "$here/.."
-echo "[test] ruff check"
-ruff check services tests bench
-echo "[test] pytest"
-python -m pytest -p no:cacheprovider -ra "$@"
+exec "$here/venv" bash -c '
+  set -euo pipefail
+  echo "[test] ruff check"; ruff check services tests bench
+  echo "[test] mypy"; mypy services
+  echo "[test] pytest"; python -m pytest -p no:cacheprovider -ra "$@"
+' test.sh "$@"

@@ -1,0 +1,187 @@
+"""When to seal pending rows into a version, and which Kafka offsets that makes safe.
+
+Delivery rule (DESIGN.md §4, issue 4): an offset is committed only after every record
+before it is durable — in a sealed, announced version or acknowledged on the
+dead-letter topic. With several datasets on one topic, one partition interleaves
+records of batches that seal at different times, so the offset to commit for a
+partition is the first offset still pending in *any* batch, not the sealed batch's
+last offset + 1 (`committable_offsets`). On replay after a crash, records of a dataset
+at or below its sealed watermark are already in a version and are skipped
+(`SealedWatermarks`), so no record lands in two versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from driftloop.v1.events_pb2 import OffsetRange as OffsetRangeProto
+
+__all__ = [
+    "OffsetRange",
+    "OffsetTracker",
+    "SealPolicy",
+    "SealedWatermarks",
+    "TopicPartition",
+    "committable_offsets",
+]
+
+TopicPartition = tuple[str, int]
+
+
+class OffsetRange(BaseModel):
+    """Inclusive range of source offsets on one topic partition."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str = Field(min_length=1)
+    partition: int = Field(ge=0)
+    first_offset: int = Field(ge=0)
+    last_offset: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.first_offset > self.last_offset:
+            raise ValueError(f"first_offset {self.first_offset} > last_offset {self.last_offset}")
+        return self
+
+    def to_proto(self) -> OffsetRangeProto:
+        return OffsetRangeProto(
+            topic=self.topic,
+            partition=self.partition,
+            first_offset=self.first_offset,
+            last_offset=self.last_offset,
+        )
+
+
+@dataclass(frozen=True)
+class SealPolicy:
+    """Seal a dataset's pending rows when there are `max_rows` of them, or when the oldest
+    has waited `max_age_ms`.
+
+    Age is measured on the ingest clock from when the oldest pending record was
+    *received*, not from its event time: event times may legitimately be hours old, and
+    the point of the age limit is to bound how long accepted data waits to be durable.
+    """
+
+    max_rows: int = 50_000
+    max_age_ms: int = 60_000
+
+    def __post_init__(self) -> None:
+        if self.max_rows < 1 or self.max_age_ms < 1:
+            raise ValueError(f"max_rows and max_age_ms must be >= 1, got {self}")
+
+    def seal_reason(
+        self, pending_rows: int, oldest_pending_ms: int | None, now_ms: int
+    ) -> Literal["size", "age"] | None:
+        if pending_rows <= 0:
+            return None  # nothing to seal, however long we have waited
+        if pending_rows >= self.max_rows:
+            return "size"
+        if oldest_pending_ms is not None and now_ms - oldest_pending_ms >= self.max_age_ms:
+            return "age"
+        return None
+
+    def should_seal(self, pending_rows: int, oldest_pending_ms: int | None, now_ms: int) -> bool:
+        return self.seal_reason(pending_rows, oldest_pending_ms, now_ms) is not None
+
+    def ms_until_due(self, oldest_pending_ms: int | None, now_ms: int) -> int | None:
+        """How long the consumer may block in poll before the age limit fires (None: no
+        pending rows, so no deadline)."""
+        if oldest_pending_ms is None:
+            return None
+        return max(0, oldest_pending_ms + self.max_age_ms - now_ms)
+
+
+class OffsetTracker:
+    """First and last offset seen per (topic, partition): for one pending batch (its
+    manifest's source ranges), or for everything consumed (the commit ceiling)."""
+
+    def __init__(self) -> None:
+        self._first: dict[TopicPartition, int] = {}
+        self._last: dict[TopicPartition, int] = {}
+
+    def add(self, topic: str, partition: int, offset: int) -> None:
+        key = (topic, partition)
+        self._first[key] = min(self._first.get(key, offset), offset)
+        self._last[key] = max(self._last.get(key, offset), offset)
+
+    def add_many(self, topic: str, partition: int, offsets: Iterable[int]) -> None:
+        values = list(offsets)
+        if values:
+            self.add(topic, partition, min(values))
+            self.add(topic, partition, max(values))
+
+    def __bool__(self) -> bool:
+        return bool(self._first)
+
+    def first(self, topic: str, partition: int) -> int | None:
+        return self._first.get((topic, partition))
+
+    def last(self, topic: str, partition: int) -> int | None:
+        return self._last.get((topic, partition))
+
+    @property
+    def partitions(self) -> list[TopicPartition]:
+        return sorted(self._first)
+
+    def ranges(self) -> list[OffsetRange]:
+        return [
+            OffsetRange(topic=t, partition=p, first_offset=self._first[t, p], last_offset=last)
+            for (t, p), last in sorted(self._last.items())
+        ]
+
+    def commit_offsets(self) -> dict[TopicPartition, int]:
+        """Kafka commits the *next* offset to read: last + 1 per partition. Right only when
+        this tracker covers everything consumed; else use `committable_offsets`."""
+        return {key: last + 1 for key, last in sorted(self._last.items())}
+
+    def clear(self) -> None:
+        self._first.clear()
+        self._last.clear()
+
+
+def committable_offsets(
+    consumed: OffsetTracker, pending: Iterable[OffsetTracker]
+) -> dict[TopicPartition, int]:
+    """Per consumed partition, the offset safe to commit: one past the last consumed
+    record, held back to the first record of any batch still pending on it.
+
+    Call it after the sealed batch's tracker is removed from `pending` (its version is
+    durable and announced) and every dead-lettered record is acknowledged.
+    """
+    result = consumed.commit_offsets()
+    for tracker in pending:
+        for key in tracker.partitions:
+            first = tracker.first(*key)
+            if key in result and first is not None:
+                result[key] = min(result[key], first)
+    return result
+
+
+class SealedWatermarks:
+    """Highest source offset already sealed per (dataset, topic, partition).
+
+    Rebuilt at start from the manifests' `source_offsets` (the artifact store, not Redis,
+    so correctness survives losing Redis) and advanced after each seal. A replayed record
+    of a dataset at or below the watermark was consumed before that dataset's last seal,
+    so it is in a version already, or was dead-lettered then: skip it.
+    """
+
+    def __init__(self) -> None:
+        self._marks: dict[tuple[str, str, int], int] = {}
+
+    def update(self, dataset: str, ranges: Iterable[OffsetRange]) -> None:
+        for r in ranges:
+            key = (dataset, r.topic, r.partition)
+            self._marks[key] = max(self._marks.get(key, -1), r.last_offset)
+
+    def watermark(self, dataset: str, topic: str, partition: int) -> int | None:
+        return self._marks.get((dataset, topic, partition))
+
+    def is_sealed(self, dataset: str, topic: str, partition: int, offset: int) -> bool:
+        mark = self._marks.get((dataset, topic, partition))
+        return mark is not None and offset <= mark
