@@ -1,0 +1,41 @@
+"""Ingest settings: prefix `DRIFTLOOP_INGEST_`; where the stack is comes from `Settings`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.protogen import REPO_ROOT
+
+__all__ = ["IngestSettings", "get_ingest_settings"]
+
+
+class IngestSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_INGEST_", extra="ignore")
+
+    schemas_dir: Path = REPO_ROOT / "deploy" / "datasets"
+    group_id: str = "driftloop-ingest"
+    # consume
+    poll_max_records: int = Field(default=5_000, ge=1)
+    poll_timeout_ms: int = Field(default=500, ge=1)
+    # seal a dataset's pending rows by size or by age (received time of the oldest row)
+    seal_max_rows: int = Field(default=50_000, ge=1)
+    seal_max_age_ms: int = Field(default=30_000, ge=1)
+    # statistical validation against the previous accepted version
+    psi_threshold: float = Field(default=0.2, gt=0)
+    null_rate_jump: float = Field(default=0.1, gt=0)
+    # dedup fast path in Redis (correctness never depends on it)
+    dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    # HTTP API
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8081, ge=0, le=65535)
+    http_max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    http_max_events: int = Field(default=10_000, ge=1)
+
+
+@lru_cache(maxsize=1)
+def get_ingest_settings() -> IngestSettings:
+    return IngestSettings()
