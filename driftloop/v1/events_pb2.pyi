@@ -90,6 +90,12 @@ class DataEvent(_message.Message):
     source: str
     def __init__(self, event_id: _Optional[str] = ..., dataset: _Optional[str] = ..., entity_key: _Optional[str] = ..., event_time_ms: _Optional[int] = ..., numeric: _Optional[_Mapping[str, float]] = ..., categorical: _Optional[_Mapping[str, str]] = ..., label: _Optional[float] = ..., source: _Optional[str] = ...) -> None: ...
 
+class DataEventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[DataEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[DataEvent, _Mapping]]] = ...) -> None: ...
+
 class RejectionReason(_message.Message):
     __slots__ = ("code", "field", "message")
     CODE_FIELD_NUMBER: _ClassVar[int]
