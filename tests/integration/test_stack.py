@@ -117,3 +117,33 @@ def test_store_state_file_is_read_by_settings(stack: Settings, stack_home: Path)
     assert stack.kafka_bootstrap == raw["settings"]["kafka_bootstrap"]
     assert stack.redis_url == raw["settings"]["redis_url"]
     assert stack.clickhouse_dsn == f"chdb://{stack_home / 'clickhouse'}"
+
+
+def test_missing_java_is_a_specific_error(tmp_path: Path) -> None:
+    proc = run_cli("stack", "up", home=tmp_path / "h", check=False, env={"PATH": str(tmp_path)})
+    assert proc.returncode == 1
+    err = " ".join(proc.stderr.split())
+    assert "java is missing" in err and "JDK 17" in err
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_maven_is_a_specific_error(tmp_path: Path) -> None:
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    java = shutil.which("java")
+    assert java is not None
+    (bin_dir / "java").symlink_to(java)
+    # an empty jar cache forces a Maven resolve, and mvn is not on PATH
+    proc = run_cli(
+        "stack",
+        "up",
+        home=tmp_path / "h",
+        check=False,
+        env={"PATH": str(bin_dir), "DRIFTLOOP_CACHE": str(tmp_path / "cache")},
+    )
+    assert proc.returncode == 1
+    err = " ".join(proc.stderr.split())
+    assert "mvn is missing" in err and "Maven Central" in err
+    assert "Traceback" not in proc.stderr
