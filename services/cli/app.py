@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from services.cli import proto, stack, store
+from services.cli import datasets, proto, stack, store
 from services.common.clickhouse import AnalyticsStoreError
 from services.common.settings import SettingsError
 from services.stack.errors import StackError
@@ -24,6 +24,7 @@ app = typer.Typer(
 app.add_typer(stack.app, name="stack")
 app.add_typer(store.app, name="store")
 app.add_typer(proto.app, name="proto")
+app.add_typer(datasets.app, name="datasets")
 
 _err = Console(stderr=True)
 

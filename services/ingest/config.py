@@ -18,6 +18,9 @@ class IngestSettings(BaseSettings):
 
     schemas_dir: Path = REPO_ROOT / "deploy" / "datasets"
     group_id: str = "driftloop-ingest"
+    # Kafka static membership (e.g. the pod name): a restarted member takes its partitions
+    # back at once instead of after a rebalance; unique per replica when set.
+    group_instance_id: str | None = None
     # consume
     poll_max_records: int = Field(default=5_000, ge=1)
     poll_timeout_ms: int = Field(default=500, ge=1)

@@ -186,7 +186,7 @@ def _time_flags(schema: DatasetSchema, c: EventColumns, now_ms: int) -> list[Fla
             t > now_ms + spec.max_future_skew_ms,
             fld,
             lambda r: (
-                f"{(t[r] - now_ms) / 1000:.1f}s ahead of the ingest clock "
+                f"{(int(t[r]) - now_ms) / 1000:.1f}s ahead of the ingest clock "
                 f"(limit {spec.max_future_skew_s}s)"
             ),
         ),
@@ -194,7 +194,7 @@ def _time_flags(schema: DatasetSchema, c: EventColumns, now_ms: int) -> list[Fla
             Code.EVENT_TIME_TOO_OLD,
             ~unset & (t < now_ms - spec.max_age_ms),
             fld,
-            lambda r: f"{(now_ms - t[r]) / 1000:.0f}s old (limit {spec.max_age_s}s)",
+            lambda r: f"{(now_ms - int(t[r])) / 1000:.0f}s old (limit {spec.max_age_s}s)",
         ),
     ]
 

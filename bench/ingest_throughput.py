@@ -1,0 +1,159 @@
+"""Rows/s of the ingest pipeline (consume + validate + dedup + seal versions + commit)
+against a raw aiokafka consume + protobuf decode of the same topic, in one run.
+
+    python -m bench.ingest_throughput              # the local stack (DRIFTLOOP_HOME)
+    python -m bench.ingest_throughput -n 200000
+
+Both read the same N `credit` events (published once, before either clock starts) with
+consumers that are already assigned. The raw path decodes every value into a DataEvent
+and does nothing else; the pipeline path is the service's own `IngestPipeline` with real
+Redis (dedup claims), a temporary artifact store (Parquet + manifests) and commits, and
+its clock stops when every row is in a sealed, announced version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.table import Table
+
+from driftloop.v1.events_pb2 import DataEvent
+from services.common.artifacts import ArtifactStore
+from services.common.kafka import create_consumer, create_producer, ensure_topics
+from services.common.redis_client import async_redis
+from services.common.settings import Settings, TopicNames, load_settings
+from services.ingest.config import IngestSettings
+from services.ingest.dedup import EventDedup
+from services.ingest.pipeline import IngestPipeline, wall_clock_ms
+from services.ingest.schema import load_schemas
+from services.ingest.storage import VersionStorage
+from tests.integration.ingest.events_gen import credit_event
+
+_console = Console()
+
+
+async def _publish(settings: Settings, topic: str, n: int) -> None:
+    rng, now_ms, prefix = random.Random(3), int(time.time() * 1000), uuid.uuid4().hex[:8]
+    events = [credit_event(rng, f"{prefix}-{i:08d}", now_ms) for i in range(n)]
+    async with create_producer(settings, linger_ms=20) as producer:
+        futures = await producer.send_many(topic, ((e.entity_key, e) for e in events))
+        await asyncio.gather(*futures)
+
+
+async def _until_assigned(assigned: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not assigned():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the benchmark consumer got no partitions")
+        await asyncio.sleep(0.02)
+
+
+async def raw_rate(settings: Settings, topic: str, n: int) -> float:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        await _until_assigned(lambda: bool(consumer.assignment()))
+        started, seen = time.perf_counter(), 0
+        while seen < n:
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in fetched.values():
+                for record in records:
+                    DataEvent.FromString(record.value)
+                seen += sum(len(r) for r in fetched.values())
+        return n / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def pipeline_rate(settings: Settings, n: int, artifacts: Path) -> tuple[float, int]:
+    ingest = IngestSettings(
+        group_id=f"bench-ingest-{uuid.uuid4().hex[:8]}", seal_max_rows=50_000, poll_max_records=5000
+    )
+    storage = VersionStorage(ArtifactStore(f"file://{artifacts}"))
+    redis = async_redis(settings)
+
+    async def sealed_ids(dataset: str, since_ms: int) -> list[str]:
+        return await asyncio.to_thread(storage.event_ids, dataset, since_ms)
+
+    consumer = create_consumer(settings, group_id=ingest.group_id)
+    producer = create_producer(settings)
+    pipeline = IngestPipeline(
+        consumer=consumer,
+        producer=producer,
+        storage=storage,
+        dedup=EventDedup(redis, sealed_ids, ingest.dedup_ttl_s, now_ms=wall_clock_ms),
+        schemas=load_schemas(ingest.schemas_dir),
+        ingest=ingest,
+        topics=settings.topics,
+    )
+    consumer.raw.subscribe([settings.topics.data_events], listener=pipeline.rebalance_listener())
+    async with producer, consumer:
+        await pipeline.recover()
+        await _until_assigned(lambda: bool(consumer.assignment()))
+        started = time.perf_counter()
+        while pipeline.stats.consumed < n:
+            await pipeline.step()
+        await pipeline.seal_all()
+        elapsed = time.perf_counter() - started
+    await redis.aclose()
+    assert pipeline.stats.sealed_rows == n, pipeline.stats  # every event is good
+    return n / elapsed, pipeline.stats.versions
+
+
+async def _timed(label: str, work: Awaitable[float]) -> float:
+    with _console.status(label):
+        return await work
+
+
+async def main(n: int) -> None:
+    base = load_settings()
+    uid = uuid.uuid4().hex[:8]
+    topics = TopicNames(
+        data_events=f"bench.data.events.{uid}",
+        data_rejected=f"bench.data.rejected.{uid}",
+        datasets_versions=f"bench.datasets.versions.{uid}",
+    )
+    settings = base.model_copy(update={"topics": topics})
+    await ensure_topics(settings, [topics.data_events], partitions=3)
+    await ensure_topics(settings, [topics.data_rejected, topics.datasets_versions], partitions=1)
+    with _console.status(f"publishing {n:,} credit events to {topics.data_events}"):
+        await _publish(settings, topics.data_events, n)
+    raw = await _timed("raw aiokafka consume + decode", raw_rate(settings, topics.data_events, n))
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
+        _console.status("ingest pipeline: consume + validate + dedup + version + commit"),
+    ):
+        rate, versions = await pipeline_rate(settings, n, Path(tmp))
+
+    table = Table(title=f"ingest throughput, {n:,} events, 3 partitions, {base.kafka_bootstrap}")
+    table.add_column("path")
+    table.add_column("rows/s", justify="right")
+    table.add_column("µs/row", justify="right")
+    table.add_row("raw aiokafka consume + protobuf decode", f"{raw:,.0f}", f"{1e6 / raw:.1f}")
+    table.add_row(
+        f"ingest pipeline ({versions} versions sealed)", f"{rate:,.0f}", f"{1e6 / rate:.1f}"
+    )
+    _console.print(table)
+    verdict = "[green]meets[/]" if rate / raw >= 0.5 else "[red]misses[/]"
+    _console.print(f"ratio pipeline / raw = [bold]{rate / raw:.2f}[/] ({verdict} the 0.5 aim)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=100_000, help="events (default 100,000)")
+    asyncio.run(main(parser.parse_args().n))

@@ -1,0 +1,127 @@
+"""Wiring of the ingest service: build the clients from settings, run the consume/seal
+loop and, with `--http`, the HTTP API in the same event loop.
+
+SIGTERM / SIGINT stop the loop after the batch in hand: nothing more is sealed or
+committed, so whatever is not yet durable is simply consumed again by the next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import uvicorn
+
+from services.common.artifacts import ArtifactStore
+from services.common.kafka import check_kafka, create_consumer, create_producer
+from services.common.logging import configure_logging, get_logger
+from services.common.redis_client import async_redis, check_redis
+from services.common.settings import Settings, load_settings
+from services.common.telemetry import setup_telemetry
+from services.ingest.config import IngestSettings
+from services.ingest.dedup import EventDedup
+from services.ingest.pipeline import IngestPipeline, wall_clock_ms
+from services.ingest.schema import load_schemas
+from services.ingest.storage import VersionStorage
+
+__all__ = ["main", "run"]
+
+_log = get_logger(__name__)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _http_server(settings: Settings, ingest: IngestSettings) -> uvicorn.Server | None:
+    try:
+        from services.ingest.http_api import create_http_app
+    except ImportError as exc:  # the API module is optional for the consumer loop
+        _log.warning("http.unavailable", error=str(exc))
+        return None
+    config = uvicorn.Config(
+        create_http_app(settings, ingest),
+        host=ingest.http_host,
+        port=ingest.http_port,
+        log_config=None,  # stdlib records go through configure_logging's handler
+        lifespan="on",
+    )
+    return _QuietServer(config)
+
+
+async def run(settings: Settings, ingest: IngestSettings, *, http: bool = False) -> None:
+    """Run until SIGTERM/SIGINT; fails fast if Kafka, Redis or a schema is not right."""
+    schemas = load_schemas(ingest.schemas_dir)
+    await check_kafka(settings)
+    await asyncio.to_thread(check_redis, settings)
+    storage = VersionStorage(ArtifactStore.from_settings(settings))
+    redis = async_redis(settings)
+    telemetry = setup_telemetry(settings)
+
+    async def sealed_ids(dataset: str, since_ms: int) -> list[str]:
+        return await asyncio.to_thread(storage.event_ids, dataset, since_ms)
+
+    dedup = EventDedup(redis, sealed_ids, ingest.dedup_ttl_s, now_ms=wall_clock_ms)
+    options: dict[str, Any] = {"max_poll_interval_ms": 300_000}
+    if ingest.group_instance_id:
+        options["group_instance_id"] = ingest.group_instance_id
+    consumer = create_consumer(settings, group_id=ingest.group_id, **options)
+    producer = create_producer(settings, linger_ms=5)
+    pipeline = IngestPipeline(
+        consumer=consumer,
+        producer=producer,
+        storage=storage,
+        dedup=dedup,
+        schemas=schemas,
+        ingest=ingest,
+        topics=settings.topics,
+        service_name=settings.service_name,
+        meter=telemetry.meter("driftloop.ingest"),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    consumer.raw.subscribe([settings.topics.data_events], listener=pipeline.rebalance_listener())
+    server = _http_server(settings, ingest) if http else None
+    async with producer, consumer:
+        await pipeline.recover()
+        _log.info(
+            "ingest.started",
+            topic=settings.topics.data_events,
+            group_id=ingest.group_id,
+            datasets=sorted(schemas),
+            http=f"{ingest.http_host}:{ingest.http_port}" if server else None,
+        )
+        serving = asyncio.create_task(server.serve()) if server else None
+        try:
+            await pipeline.run(stop)
+        finally:
+            if server is not None and serving is not None:
+                server.should_exit = True
+                await serving
+            await redis.aclose()
+    _log.info("ingest.stopped", **vars(pipeline.stats))
+    telemetry.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.ingest", description=__doc__)
+    parser.add_argument(
+        "--http", action="store_true", help="also serve the HTTP API (DRIFTLOOP_INGEST_HTTP_*)"
+    )
+    args = parser.parse_args(argv)
+    name = os.environ.get("DRIFTLOOP_SERVICE_NAME", "driftloop-ingest")
+    settings = load_settings(service_name=name)
+    configure_logging(settings)
+    asyncio.run(run(settings, IngestSettings(), http=args.http))
+    return 0
