@@ -1,4 +1,7 @@
-"""`driftloop datasets list [DATASET] | show VERSION | diff A B`: sealed dataset versions.
+"""`driftloop datasets list [DATASET] | show VERSION | diff A B | rebuild-features DATASET`.
+
+Sealed dataset versions; `rebuild-features` restores a dataset's online feature store
+(Redis) from them.
 
 Reads manifests from the artifact store (`DRIFTLOOP_ARTIFACT_ROOT`, or `--root`); a
 version is named by its full id or any unique prefix of it. Known failures (unknown or
@@ -26,7 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["app"]
 
-app = typer.Typer(no_args_is_help=True, help="Sealed dataset versions: list, show, diff.")
+app = typer.Typer(
+    no_args_is_help=True, help="Sealed dataset versions: list, show, diff; rebuild online features."
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -257,3 +262,45 @@ def diff(
             psi = f"[red]{psi}[/red]"
         table.add_row(f.name, ca[0], cb[0], ca[1], cb[1], ca[2], cb[2], ca[3], cb[3], psi)
     out.print(table)
+
+
+@app.command("rebuild-features")
+def rebuild_features(
+    dataset: Annotated[str, typer.Argument(help="the dataset whose online features to rebuild")],
+    root: RootOpt = None,
+) -> None:
+    """Rebuild the online feature store (Redis) of DATASET from its sealed versions."""
+    import redis
+
+    from services.common.artifacts import ArtifactStore
+    from services.common.feature_store import OnlineFeatureStore
+    from services.common.redis_client import RedisUnavailableError, check_redis, sync_redis
+    from services.ingest.storage import VersionStorage
+
+    with _clear_errors():
+        settings = load_settings()
+        try:
+            store = ArtifactStore(root) if root else ArtifactStore.from_settings(settings)
+        except (ValueError, ImportError) as exc:
+            raise SettingsError(f"cannot open artifact store {root!r}: {exc}") from None
+        storage = VersionStorage(store)
+        try:
+            check_redis(settings)
+        except RedisUnavailableError as exc:
+            raise SettingsError(str(exc)) from None
+        manifests = storage.manifests(dataset)
+        client = sync_redis(settings)
+        try:
+            features = OnlineFeatureStore(client)
+            tables = (storage.read_table(m) for m in manifests)
+            keys = features.rebuild(dataset, tables)
+        except redis.RedisError as exc:
+            err.print(f"[bold red]error:[/bold red] Redis failed: {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        finally:
+            client.close()
+    out.print(
+        f"[green]rebuilt[/green] online features of [bold]{dataset}[/bold]: "
+        f"{keys:,} entity keys from {len(manifests)} version(s)",
+        highlight=False,
+    )

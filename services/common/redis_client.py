@@ -21,8 +21,12 @@ def _explain(url: str, exc: Exception) -> RedisUnavailableError:
     )
 
 
-def sync_redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
+def sync_redis(
+    settings: Settings, *, connect_timeout_s: float = 5, timeout_s: float = 10
+) -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=connect_timeout_s, socket_timeout=timeout_s
+    )
 
 
 def async_redis(settings: Settings) -> aioredis.Redis:

@@ -18,9 +18,10 @@ from typing import Any
 import uvicorn
 
 from services.common.artifacts import ArtifactStore
+from services.common.feature_store import OnlineFeatureStore
 from services.common.kafka import check_kafka, create_consumer, create_producer
 from services.common.logging import configure_logging, get_logger
-from services.common.redis_client import async_redis, check_redis
+from services.common.redis_client import async_redis, check_redis, sync_redis
 from services.common.settings import Settings, load_settings
 from services.common.telemetry import setup_telemetry
 from services.ingest.config import IngestSettings
@@ -71,6 +72,9 @@ async def run(settings: Settings, ingest: IngestSettings, *, http: bool = False)
         return await asyncio.to_thread(storage.event_ids, dataset, since_ms)
 
     dedup = EventDedup(redis, sealed_ids, ingest.dedup_ttl_s, now_ms=wall_clock_ms)
+    # Short timeouts: the online feature store is a fast path that must not stall a batch.
+    features_redis = sync_redis(settings, connect_timeout_s=1, timeout_s=2)
+    features = OnlineFeatureStore(features_redis, schemas=schemas)
     options: dict[str, Any] = {"max_poll_interval_ms": 300_000}
     if ingest.group_instance_id:
         options["group_instance_id"] = ingest.group_instance_id
@@ -86,6 +90,7 @@ async def run(settings: Settings, ingest: IngestSettings, *, http: bool = False)
         topics=settings.topics,
         service_name=settings.service_name,
         meter=telemetry.meter("driftloop.ingest"),
+        features=features,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -110,6 +115,7 @@ async def run(settings: Settings, ingest: IngestSettings, *, http: bool = False)
                 server.should_exit = True
                 await serving
             await redis.aclose()
+            features_redis.close()
     _log.info("ingest.stopped", **vars(pipeline.stats))
     telemetry.shutdown()
 

@@ -38,6 +38,7 @@ from aiokafka.structs import ConsumerRecord
 from opentelemetry import metrics
 
 from driftloop.v1.events_pb2 import DataEvent, RejectedEvent
+from services.common.feature_store import OnlineFeatureStore
 from services.common.kafka import ProtobufConsumer, ProtobufProducer
 from services.common.logging import get_logger
 from services.common.settings import TopicNames
@@ -63,7 +64,7 @@ from services.ingest.validation import (
 )
 from services.ingest.versioning import VersionManifest
 
-__all__ = ["IngestPipeline", "PipelineStats", "wall_clock_ms"]
+__all__ = ["IngestPipeline", "PipelineStats", "update_online_features", "wall_clock_ms"]
 
 _log = get_logger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -71,6 +72,25 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def update_online_features(
+    store: OnlineFeatureStore, dataset: str, table: pa.Table
+) -> int | None:
+    """Write the latest accepted features to the online store; the number of keys
+    written, or None when Redis failed. A fast path only: a failure is logged, never
+    raised, and never holds back sealing or commits (`driftloop datasets
+    rebuild-features` restores the store from the sealed versions)."""
+    try:
+        return await asyncio.to_thread(store.write_latest, dataset, table)
+    except Exception as exc:  # any failure here must not stop ingest
+        _log.warning(
+            "features.write_failed",
+            dataset=dataset,
+            rows=table.num_rows,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        return None
 
 
 @dataclass
@@ -110,7 +130,9 @@ class IngestPipeline:
         service_name: str = "driftloop-ingest",
         meter: metrics.Meter | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        features: OnlineFeatureStore | None = None,
     ) -> None:
+        self._features = features
         self._consumer, self._producer, self._storage = consumer, producer, storage
         self._dedup, self._schemas, self._ingest = dedup, schemas, ingest
         self._topics, self._service, self._clock_ms = topics, service_name, clock_ms
@@ -268,6 +290,8 @@ class IngestPipeline:
                 pending.tracker.add(r.topic, r.partition, r.offset)
                 pending.claims[ids[j]] = owners[j]
             self._remember_categories(name, table)
+            if self._features is not None:
+                await update_online_features(self._features, name, table)
             self.stats.accepted += table.num_rows
             self._accepted_total.add(table.num_rows, {"dataset": name})
         reason = Reason(Code.DUPLICATE_EVENT_ID, "event_id", "accepted in an earlier batch")

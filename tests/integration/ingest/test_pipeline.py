@@ -15,12 +15,16 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 from aiokafka import TopicPartition
 
 from driftloop.v1.events_pb2 import DataEvent, DatasetVersion, RejectedEvent
 from services.common.artifacts import ArtifactStore
+from services.common.feature_store import OnlineFeatureStore, feature_columns, latest_per_key
 from services.common.kafka import create_consumer
+from services.common.redis_client import sync_redis
 from services.common.settings import Settings
+from services.ingest.schema import load_schema
 from services.ingest.storage import VersionStorage
 from tests.integration.ingest.events_gen import (
     BAD_KINDS,
@@ -34,6 +38,7 @@ from tests.integration.ingest.events_gen import (
     wait_for,
 )
 
+CREDIT_SCHEMA = Path(__file__).resolve().parents[3] / "deploy" / "datasets" / "credit.yaml"
 N_EVENTS = 20_000
 N_SHIFTED = 1_500
 SERVICE_ENV = {
@@ -54,6 +59,31 @@ async def _committed_vs_end(settings: Settings, group_id: str) -> dict[int, tupl
         tps = [TopicPartition(settings.topics.data_events, p) for p in range(3)]
         ends = await raw.end_offsets(tps)
         return {tp.partition: (await raw.committed(tp) or 0, ends[tp]) for tp in tps}
+
+
+def _check_online_features(settings: Settings, table: pa.Table) -> None:
+    latest = latest_per_key(table).slice(0, 200)
+    keys = latest.column("entity_key").to_pylist()
+    client = sync_redis(settings)
+    try:
+        store = OnlineFeatureStore(client)
+        found = store.get("credit", keys, kinds=load_schema(CREDIT_SCHEMA))
+        times = [store.event_time_ms("credit", k) for k in keys]
+    finally:
+        client.close()
+    same = 0
+    for i, (stored, stored_ms) in enumerate(zip(found, times, strict=True)):
+        ours = latest.column("event_time_ms")[i].as_py()
+        assert stored is not None and stored_ms is not None and stored_ms >= ours, keys[i]
+        if stored_ms == ours:
+            same += 1
+            expected = {
+                name: v if isinstance(v, str) else float(v)
+                for name in feature_columns(latest)
+                if (v := latest.column(name)[i].as_py()) is not None
+            }
+            assert stored == expected, keys[i]
+    assert same > 0
 
 
 async def test_every_event_is_versioned_or_dead_lettered_exactly_once(
@@ -106,6 +136,10 @@ async def test_every_event_is_versioned_or_dead_lettered_exactly_once(
     assert last.row_count == N_SHIFTED and last.status == "suspect", last.status_reasons
     assert any(r.startswith("psi(annual_income)") for r in last.status_reasons)
     assert all(m.status == "ok" for m in manifests[:-1]), [m.status_reasons for m in manifests]
+
+    # The online feature store holds each entity's latest accepted row (or a newer one that
+    # another test of the session wrote for the same key).
+    _check_online_features(settings, table)
 
     # Every bad record is dead-lettered once, with its bytes, position and reason.
     rejected = await read_topic(settings, settings.topics.data_rejected, RejectedEvent)
