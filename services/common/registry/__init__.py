@@ -8,6 +8,7 @@ from services.common.registry.aliases import (
     AliasChange,
     AliasLogError,
     AliasState,
+    StaleFenceError,
     fold_aliases,
     validate_alias,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "NumericProfile",
     "ReferenceProfile",
     "RegistrationInfo",
+    "StaleFenceError",
     "UnsupportedFormatError",
     "fold_aliases",
     "load_artifact",

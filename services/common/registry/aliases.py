@@ -38,6 +38,7 @@ __all__ = [
     "AliasLogError",
     "AliasState",
     "OptionalCache",
+    "StaleFenceError",
     "fold_aliases",
     "validate_alias",
 ]
@@ -50,6 +51,11 @@ _MAX_ATTEMPTS = 10_000
 
 class AliasLogError(RuntimeError):
     """The alias log is inconsistent (a gap, a duplicate, or an entry that contradicts it)."""
+
+
+class StaleFenceError(RuntimeError):
+    """A fenced write whose token is older than one the log has already accepted: the
+    writer's lease expired and a newer holder has written since, so its change is refused."""
 
 
 class AliasConflictError(RuntimeError):
@@ -69,6 +75,8 @@ class AliasChange(BaseModel):
     actor: str = Field(min_length=1)
     reason: str
     at_ms: int = Field(ge=0)
+    # Fencing token of the writer's single-flight lease (trainer), if it holds one.
+    fence: int | None = Field(default=None, ge=1)
 
 
 class AliasState(BaseModel):
@@ -78,6 +86,8 @@ class AliasState(BaseModel):
 
     seq: int = -1
     aliases: dict[str, int] = Field(default_factory=dict)
+    # The highest fencing token any entry so far was written with (0: none).
+    max_fence: int = Field(default=0, ge=0)
 
 
 def validate_alias(alias: str) -> str:
@@ -92,6 +102,7 @@ def fold_aliases(entries: Iterable[AliasChange], start: AliasState | None = None
     state = start or AliasState()
     aliases = dict(state.aliases)
     seq = state.seq
+    max_fence = state.max_fence
     for entry in entries:
         if entry.seq != seq + 1:
             raise AliasLogError(
@@ -107,7 +118,8 @@ def fold_aliases(entries: Iterable[AliasChange], start: AliasState | None = None
         else:
             aliases[entry.alias] = entry.version
         seq = entry.seq
-    return AliasState(seq=seq, aliases=aliases)
+        max_fence = max(max_fence, entry.fence or 0)
+    return AliasState(seq=seq, aliases=aliases, max_fence=max_fence)
 
 
 class OptionalCache:
@@ -187,10 +199,21 @@ class AliasLog:
         actor: str,
         reason: str,
         check: Callable[[AliasState], None] | None = None,
+        fence: int | None = None,
     ) -> AliasChange:
-        """Claim the next log slot for this change; `check` may refuse it given the state."""
+        """Claim the next log slot for this change; `check` may refuse it given the state.
+
+        With a `fence` token the change is refused (StaleFenceError) when any entry already
+        in the log carries a higher one. The check runs against exactly the state the slot
+        is claimed after (the claim is exclusive), so it is a compare-and-set, not a race.
+        """
         for _ in range(_MAX_ATTEMPTS):
             state = self.state()
+            if fence is not None and state.max_fence > fence:
+                raise StaleFenceError(
+                    f"alias {alias!r} of {self._model!r}: fencing token {fence} is stale; "
+                    f"the log already has token {state.max_fence} (a newer lease holder)"
+                )
             if check is not None:
                 check(state)
             entry = AliasChange(
@@ -202,8 +225,9 @@ class AliasLog:
                 actor=actor,
                 reason=reason,
                 at_ms=int(time.time() * 1000),
+                fence=fence,
             )
-            raw = entry.model_dump_json().encode()
+            raw = entry.model_dump_json(exclude={"fence"} if fence is None else None).encode()
             if self._store.put_if_absent(self.entry_path(entry.seq), raw):
                 self._save_cache(fold_aliases([entry], state), sha256_hex(raw))
                 return entry

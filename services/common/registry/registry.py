@@ -186,14 +186,27 @@ class ModelRegistry:
     # -- aliases -------------------------------------------------------------------------
 
     def set_alias(
-        self, name: str, alias: str, version: int, actor: str, reason: str
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        actor: str,
+        reason: str,
+        fence: int | None = None,
     ) -> AliasChange:
+        """Point `alias` at `version`; with `fence`, refused if a newer lease has written."""
         validate_alias(alias)
         # Versions are immutable once committed, so checking before the append is race-free.
         self.resolve(name, int(version))
-        return self._log(name).append(alias, int(version), actor, reason)
+        return self._log(name).append(alias, int(version), actor, reason, fence=fence)
 
-    def remove_alias(self, name: str, alias: str, actor: str, reason: str) -> AliasChange:
+    def max_fence(self, name: str) -> int:
+        """The highest fencing token the alias log of `name` has accepted (0: none)."""
+        return self._log(name).state().max_fence
+
+    def remove_alias(
+        self, name: str, alias: str, actor: str, reason: str, fence: int | None = None
+    ) -> AliasChange:
         validate_alias(alias)
 
         def must_be_set(state: AliasState) -> None:
@@ -203,7 +216,7 @@ class ModelRegistry:
                     f"aliases: {state.aliases or 'none'}"
                 )
 
-        return self._log(name).append(alias, None, actor, reason, check=must_be_set)
+        return self._log(name).append(alias, None, actor, reason, check=must_be_set, fence=fence)
 
     def get_alias(self, name: str, alias: str) -> int | None:
         return self.aliases(name).get(validate_alias(alias))

@@ -1,0 +1,116 @@
+"""The one place that starts or joins Ray: loopback-only locally, quiet, importable code.
+
+Ray rewrites 127.0.0.1 to the machine's routable address unless
+`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` is in the environment when `ray` is *imported*
+(`ray_constants` reads it once), and then the GCS, raylet and workers listen on every
+interface (notes/ray.md). So this module sets it on import, before anything here imports
+ray, and `ray` is imported inside the functions only. Import this module (or call
+`ensure_ray`) before anything else imports ray. A deployment that runs a real multi-node
+cluster sets the variable to 1 itself; `setdefault` leaves an explicit value alone.
+
+Workers must import `services.*` (trial functions, models): the repository root is put on
+their `PYTHONPATH` through the job's `runtime_env`, which also works for a cluster
+that already has the code installed (the extra path is then harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RAY_ENV_DEFAULTS", "ensure_ray", "ray_address", "ray_temp_dir", "shutdown_ray"]
+
+# Environment every Ray process of ours starts with (children inherit the driver's).
+RAY_ENV_DEFAULTS: dict[str, str] = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep the node IP (and every listener) on loopback
+    "RAY_USAGE_STATS_ENABLED": "0",  # no usage report over the network
+}
+for _name, _value in RAY_ENV_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_log = logging.getLogger(__name__)
+
+
+def ray_temp_dir() -> str:
+    """A short per-user session root: Ray puts unix sockets under it (108-byte limit)."""
+    return f"/tmp/dl-ray-{os.getuid()}"
+
+
+def _worker_pythonpath() -> str:
+    existing = os.environ.get("PYTHONPATH", "")
+    parts = [str(REPO_ROOT), *(p for p in existing.split(os.pathsep) if p)]
+    return os.pathsep.join(dict.fromkeys(parts))  # repo root first, no duplicates
+
+
+def _force_loopback(ray_module: Any) -> None:
+    """If ray was imported before this module set the variable, its constant is stale."""
+    if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None and getattr(constants, "ENABLE_RAY_CLUSTER", False):
+            _log.warning("ray was imported before services.common.ray_runtime; forcing loopback")
+            vars(constants)["ENABLE_RAY_CLUSTER"] = False
+
+
+def ensure_ray(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    temp_dir: str | None = None,
+    object_store_memory_bytes: int | None = None,
+) -> None:
+    """Connect this process to Ray once: to `address` if given (`host:port`, `auto` or a
+    `ray://` client address), else start a local single-node instance on 127.0.0.1.
+
+    A no-op when Ray is already initialised in this process. `num_cpus`, `temp_dir` and
+    `object_store_memory_bytes` only apply to a local instance.
+    """
+    for name, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    import ray
+
+    if ray.is_initialized():
+        return
+    _force_loopback(ray)
+    options: dict[str, Any] = {
+        "runtime_env": {"env_vars": {"PYTHONPATH": _worker_pythonpath()}},
+        "ignore_reinit_error": True,
+        "logging_level": logging.WARNING,
+        "log_to_driver": False,  # task errors still arrive as exceptions with tracebacks
+        "namespace": "driftloop",
+    }
+    if address:
+        ray.init(address=address, **options)
+        return
+    root = temp_dir or ray_temp_dir()
+    os.makedirs(root, exist_ok=True)
+    ray.init(
+        address="local",  # never attach to a stray cluster found in /tmp/ray
+        num_cpus=num_cpus,
+        object_store_memory=object_store_memory_bytes,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=root,
+        **options,
+    )
+
+
+def ray_address() -> str:
+    """The GCS address of the cluster this process is connected to."""
+    import ray
+
+    if not ray.is_initialized():
+        raise RuntimeError("Ray is not initialised: call ensure_ray() first")
+    return str(ray.get_runtime_context().gcs_address)
+
+
+def shutdown_ray() -> None:
+    """Disconnect (and stop a local instance this process started). Safe to call twice."""
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

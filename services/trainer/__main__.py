@@ -1,0 +1,5 @@
+"""`python -m services.trainer`: the trainer service."""
+
+from services.trainer.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""Wiring of the trainer: triggers from Kafka → policy → one training at a time on Ray.
+
+The consumer group reads `datasets.versions`, `drift.events` and `experiments.events`.
+Every trigger is decided by the pure policy; a decision not to train is published as a
+`TRAINING_SKIPPED` ModelEvent with its reason, a decision to train queues a run. Runs
+execute one at a time in a worker thread (the loop keeps consuming meanwhile, so triggers
+that arrive mid-run are answered "skipped:in_flight"); across replicas the Redis lease
+makes sure only one trainer trains a model at once. Offsets are committed after each
+batch's decisions are made and published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from driftloop.v1 import events_pb2 as pb
+from services.common.artifacts import ArtifactStore
+from services.common.kafka import ProtobufProducer, check_kafka, create_consumer, create_producer
+from services.common.logging import configure_logging, get_logger
+from services.common.redis_client import check_redis, sync_redis
+from services.common.registry import ModelRegistry
+from services.common.settings import Settings, load_settings
+from services.ingest.schema import load_schemas
+from services.ingest.storage import VersionStorage
+from services.trainer.config import TrainerSettings
+from services.trainer.events import model_event
+from services.trainer.lock import TrainingLock
+from services.trainer.policy import ModelState, Trigger, decide, finished, schedule_due, started
+from services.trainer.specs import ModelSpec, load_model_specs
+from services.trainer.state import initial_states, last_training_starts
+from services.trainer.training import Trainer, TrainRequest
+from services.trainer.triggers import triggers_for
+
+__all__ = ["build_trainer", "main", "run"]
+
+_log = get_logger(__name__)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def build_trainer(
+    settings: Settings, trainer: TrainerSettings, emit: Any, **options: Any
+) -> Trainer:
+    schemas = load_schemas(trainer.schemas_dir)
+    specs = load_model_specs(trainer.models_dir, schemas)
+    store = ArtifactStore.from_settings(settings)
+    client = sync_redis(settings)
+    return Trainer(
+        store=store,
+        registry=ModelRegistry(store, client),
+        lock=TrainingLock(client, trainer.lock_ttl_s),
+        schemas=schemas,
+        specs=specs,
+        emit=emit,
+        renew_every_s=trainer.lock_renew_s,
+        ray_address=trainer.ray_address,
+        ray_num_cpus=trainer.ray_num_cpus,
+        **options,
+    )
+
+
+def threadsafe_emitter(
+    producer: ProtobufProducer, topic: str, loop: asyncio.AbstractEventLoop
+) -> Any:
+    """A sync `emit` for code running in worker threads: waits for the broker's ack."""
+
+    def emit(event: pb.ModelEvent) -> None:
+        future = asyncio.run_coroutine_threadsafe(
+            producer.send_and_wait(topic, event, key=event.model), loop
+        )
+        future.result(timeout=60)
+
+    return emit
+
+
+class TrainerService:
+    def __init__(self, settings: Settings, config: TrainerSettings, trainer: Trainer,
+                 producer: ProtobufProducer, states: dict[str, ModelState]) -> None:
+        self.settings, self.config, self.trainer = settings, config, trainer
+        self.producer, self.states = producer, states
+        self.queue: asyncio.Queue[TrainRequest] = asyncio.Queue()
+
+    @property
+    def specs(self) -> dict[str, ModelSpec]:
+        return self.trainer.specs
+
+    async def handle(self, trigger: Trigger) -> None:
+        spec = self.specs[trigger.model]
+        decision = decide(spec.policy, self.states[trigger.model], trigger)
+        self.states[trigger.model] = decision.state
+        _log.info("trigger.decided", model=trigger.model, kind=trigger.kind,
+                  train=decision.train, reason=decision.reason, detail=decision.detail)
+        if decision.train:
+            self.states[trigger.model] = started(decision.state, _now_ms())
+            await self.queue.put(TrainRequest(
+                model=trigger.model, reason=decision.reason, detail=decision.detail,
+                actor=self.config.actor,
+            ))
+            return
+        event = model_event(
+            pb.MODEL_EVENT_TYPE_TRAINING_SKIPPED, trigger.model,
+            reason=f"{decision.reason}: {decision.detail}", actor=self.config.actor,
+            attributes={"trigger": trigger.kind, "dataset": trigger.dataset,
+                        **({"version_id": trigger.version_id} if trigger.version_id else {})},
+        )
+        await self.producer.send_and_wait(self.settings.topics.models_events, event,
+                                          key=trigger.model)
+
+    async def work(self) -> None:
+        """Run queued trainings one at a time, in a thread (training is CPU-bound)."""
+        while True:
+            request = await self.queue.get()
+            try:
+                result = await asyncio.to_thread(self.trainer.run, request)
+                _log.info("training.done", model=request.model, status=result.status,
+                          reason=result.reason, version=result.version, alias=result.alias)
+            except Exception:
+                _log.exception("training.crashed", model=request.model)
+            finally:
+                self.states[request.model] = finished(self.states[request.model])
+                self.queue.task_done()
+
+    async def tick(self) -> None:
+        now = _now_ms()
+        for spec in self.specs.values():
+            if schedule_due(spec.policy, self.states[spec.name], now):
+                await self.handle(Trigger(kind="schedule", model=spec.name,
+                                          dataset=spec.dataset, at_ms=now))
+
+
+async def run(settings: Settings, config: TrainerSettings) -> None:
+    """Run until SIGTERM/SIGINT; fails fast when Kafka, Redis or a spec is not right."""
+    from services.common.ray_runtime import ensure_ray, shutdown_ray
+
+    await check_kafka(settings)
+    await asyncio.to_thread(check_redis, settings)
+    loop = asyncio.get_running_loop()
+    producer = create_producer(settings, linger_ms=5)
+    topics = settings.topics
+    consumer = create_consumer(
+        settings, topics.datasets_versions, topics.drift_events, topics.experiments_events,
+        group_id=config.group_id,
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with producer:
+        trainer = build_trainer(settings, config,
+                                threadsafe_emitter(producer, topics.models_events, loop))
+        await asyncio.to_thread(ensure_ray, config.ray_address, config.ray_num_cpus)
+        starts = await last_training_starts(settings, trainer.specs)
+        storage = VersionStorage(trainer.store)
+        manifests = {d: await asyncio.to_thread(storage.manifests, d)
+                     for d in {s.dataset for s in trainer.specs.values()}}
+        service = TrainerService(settings, config, trainer, producer,
+                                 initial_states(trainer.specs.values(), starts, manifests))
+        worker = asyncio.create_task(service.work())
+        _log.info("trainer.started", models=sorted(trainer.specs), group_id=config.group_id,
+                  last_started=starts)
+        next_tick = time.monotonic()
+        async with consumer:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=config.poll_timeout_ms)
+                for failure in batch.failures:
+                    _log.warning("trigger.undecodable", topic=failure.topic,
+                                 partition=failure.partition, offset=failure.offset,
+                                 error=failure.error)
+                for env in batch.envelopes:
+                    for trigger in triggers_for(env.message, trainer.specs.values(), _now_ms()):
+                        await service.handle(trigger)
+                await consumer.commit(batch)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + config.tick_s
+                    await service.tick()
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+    await asyncio.to_thread(shutdown_ray)
+    _log.info("trainer.stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.trainer", description=__doc__)
+    parser.parse_args(argv)
+    name = os.environ.get("DRIFTLOOP_SERVICE_NAME", "driftloop-trainer")
+    settings = load_settings(service_name=name)
+    configure_logging(settings)
+    asyncio.run(run(settings, TrainerSettings()))
+    return 0
