@@ -21,7 +21,13 @@ from typing import Any
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactStore
-from services.common.kafka import ProtobufProducer, check_kafka, create_consumer, create_producer
+from services.common.kafka import (
+    ProtobufConsumer,
+    ProtobufProducer,
+    check_kafka,
+    create_consumer,
+    create_producer,
+)
 from services.common.logging import configure_logging, get_logger
 from services.common.redis_client import check_redis, sync_redis
 from services.common.registry import ModelRegistry
@@ -155,35 +161,45 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
     async with producer:
         trainer = build_trainer(settings, config,
                                 threadsafe_emitter(producer, topics.models_events, loop))
-        await asyncio.to_thread(ensure_ray, config.ray_address, config.ray_num_cpus)
         starts = await last_training_starts(settings, trainer.specs)
         storage = VersionStorage(trainer.store)
         manifests = {d: await asyncio.to_thread(storage.manifests, d)
                      for d in {s.dataset for s in trainer.specs.values()}}
         service = TrainerService(settings, config, trainer, producer,
                                  initial_states(trainer.specs.values(), starts, manifests))
+        # Ray last: from here on, leave only through `finally`, which shuts it down.
+        await asyncio.to_thread(ensure_ray, config.ray_address, config.ray_num_cpus)
         worker = asyncio.create_task(service.work())
-        _log.info("trainer.started", models=sorted(trainer.specs), group_id=config.group_id,
-                  last_started=starts)
-        next_tick = time.monotonic()
-        async with consumer:
-            while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=config.poll_timeout_ms)
-                for failure in batch.failures:
-                    _log.warning("trigger.undecodable", topic=failure.topic,
-                                 partition=failure.partition, offset=failure.offset,
-                                 error=failure.error)
-                for env in batch.envelopes:
-                    for trigger in triggers_for(env.message, trainer.specs.values(), _now_ms()):
-                        await service.handle(trigger)
-                await consumer.commit(batch)
-                if time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + config.tick_s
-                    await service.tick()
-        worker.cancel()
-        await asyncio.gather(worker, return_exceptions=True)
-    await asyncio.to_thread(shutdown_ray)
+        try:
+            _log.info("trainer.started", models=sorted(trainer.specs),
+                      group_id=config.group_id, last_started=starts)
+            await _consume(service, consumer, stop)
+        finally:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+            await asyncio.to_thread(shutdown_ray)
     _log.info("trainer.stopped")
+
+
+async def _consume(
+    service: TrainerService, consumer: ProtobufConsumer, stop: asyncio.Event
+) -> None:
+    next_tick = time.monotonic()
+    specs = service.specs.values()
+    async with consumer:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=service.config.poll_timeout_ms)
+            for failure in batch.failures:
+                _log.warning("trigger.undecodable", topic=failure.topic,
+                             partition=failure.partition, offset=failure.offset,
+                             error=failure.error)
+            for env in batch.envelopes:
+                for trigger in triggers_for(env.message, specs, _now_ms()):
+                    await service.handle(trigger)
+            await consumer.commit(batch)
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + service.config.tick_s
+                await service.tick()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,8 @@ async def last_training_starts(settings: Settings, models: Iterable[str]) -> dic
     found: dict[str, int] = {}
     async with consumer:
         raw = consumer.raw
-        partitions = sorted(await raw.partitions_for_topic(topic) or ())
+        await raw.topics()  # fetches cluster metadata, so the next call knows the topic
+        partitions = sorted(raw.partitions_for_topic(topic) or ())
         tps = [TopicPartition(topic, p) for p in partitions]
         if not tps:
             return found
