@@ -12,17 +12,42 @@ concurrent writers converge on the row with the greatest event time (ties broken
 greatest event id) — whatever order the rows arrive in. That is what makes the store
 rebuildable: `rebuild` replays the sealed dataset versions (the offline store) and gets
 exactly the hashes the live path wrote. Redis holds nothing that cannot be rebuilt.
+
+Writes are a fast path behind a circuit breaker (`services.common.circuit_breaker`): the
+first failed write opens it, and while it is open writes are skipped at once instead of
+each waiting out the client's timeouts; after `retry_after_s` one write tries again and
+closes it on success. Skipping is safe for correctness because the sealed versions hold
+every accepted row: `driftloop datasets rebuild-features DATASET` restores what was
+skipped. Skips are counted (`stats`, metric `driftloop.features.skipped`) and logged on
+every change of state — `features.breaker_closed` reports how many keys of which
+datasets went unwritten during the outage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal, Protocol, TypeAlias
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import redis
+from opentelemetry import metrics
+
+from services.common.circuit_breaker import BreakerState, CircuitBreaker
+from services.common.feature_rows import (
+    EVENT_ID_FIELD,
+    EVENT_TIME_FIELD,
+    FeatureKind,
+    FeatureValues,
+    HasFeatureKinds,
+    decode_hash,
+    feature_columns,
+    kinds_of,
+    latest_per_key,
+    write_script_args,
+)
+from services.common.logging import get_logger
 
 __all__ = [
     "EVENT_ID_FIELD",
@@ -30,18 +55,14 @@ __all__ = [
     "FeatureKind",
     "FeatureValues",
     "OnlineFeatureStore",
+    "WriteStats",
     "feature_columns",
     "latest_per_key",
 ]
 
-EVENT_TIME_FIELD = "__event_time_ms"
-EVENT_ID_FIELD = "__event_id"
-_NOT_FEATURES = frozenset({"event_id", "entity_key", "event_time_ms", "label", "dataset"})
 _CHUNK = 1_000
 _SCAN_COUNT = 1_000
-
-FeatureKind: TypeAlias = Literal["numeric", "categorical"]
-FeatureValues: TypeAlias = dict[str, float | str]
+_log = get_logger(__name__)
 
 # KEYS: one hash per entity. ARGV per key, in order: event_time_ms, event_id, n, then n
 # (field, value) pairs. A hash is replaced (not merged: it is the latest row, nulls and
@@ -65,96 +86,137 @@ end
 return updated
 """
 
-
-class HasFeatureKinds(Protocol):
-    """A dataset schema as far as decoding needs it (`services.ingest.schema.DatasetSchema`)."""
-
-    @property
-    def numeric(self) -> Mapping[str, object]: ...
-
-    @property
-    def categorical(self) -> Mapping[str, object]: ...
-
-
-def feature_columns(table: pa.Table) -> list[str]:
-    """The feature columns of an accepted-rows table: all but ids, event time and label."""
-    return [name for name in table.column_names if name not in _NOT_FEATURES]
-
-
-def latest_per_key(table: pa.Table) -> pa.Table:
-    """One row per entity key: the one with the greatest event_time_ms (ties: greatest
-    event_id, so the answer does not depend on row order). Ordered by entity key."""
-    if table.num_rows == 0:
-        return table
-    order = pc.sort_indices(
-        table,
-        sort_keys=[
-            ("entity_key", "ascending"),
-            ("event_time_ms", "descending"),
-            ("event_id", "descending"),
-        ],
-    )
-    ordered = table.take(order)
-    keys = ordered.column("entity_key").to_numpy(zero_copy_only=False)
-    first = np.ones(len(keys), dtype=bool)
-    first[1:] = keys[1:] != keys[:-1]
-    return ordered.filter(pa.array(first))
+# KEYS: keys to drop; ARGV: the (event_time_ms, event_id) each held when it was chosen
+# ('' for absent). A key is deleted only if it still holds that row: one a live writer
+# replaced in the meantime stays. Returns how many keys were deleted.
+_DELETE_UNCHANGED_LUA = """
+local deleted = 0
+for i, key in ipairs(KEYS) do
+  local stored = redis.call('HMGET', key, '__event_time_ms', '__event_id')
+  if (stored[1] or '') == ARGV[2 * i - 1] and (stored[2] or '') == ARGV[2 * i] then
+    deleted = deleted + redis.call('UNLINK', key)
+  end
+end
+return deleted
+"""
 
 
-def _kinds_of(spec: HasFeatureKinds | Mapping[str, FeatureKind]) -> Mapping[str, FeatureKind]:
-    if isinstance(spec, Mapping):
-        return spec
-    kinds: dict[str, FeatureKind] = dict.fromkeys(spec.numeric, "numeric")
-    kinds.update(dict.fromkeys(spec.categorical, "categorical"))
-    return kinds
+@dataclass
+class WriteStats:
+    """`write_latest` outcomes since the store was built."""
+
+    written_keys: int = 0
+    skipped_writes: int = 0  # breaker open: not attempted
+    skipped_keys: int = 0
+    failed_writes: int = 0  # attempted; Redis failed (and the breaker opened)
+    failed_keys: int = 0
+    # keys left unwritten (skipped or failed) per dataset, since the breaker last closed
+    outage_keys: dict[str, int] = field(default_factory=dict)
 
 
 class OnlineFeatureStore:
-    """Latest accepted features per entity key, over a synchronous Redis client."""
+    """Latest accepted features per entity key, over a synchronous Redis client.
+
+    `retry_after_s` and `clock_s` set the write path's circuit breaker; `meter` (default:
+    the global meter provider's) gets the skip/failure counters."""
 
     def __init__(
         self,
         redis: redis.Redis,
         prefix: str = "fs",
         schemas: Mapping[str, HasFeatureKinds] | None = None,
+        *,
+        retry_after_s: float = 5.0,
+        clock_s: Callable[[], float] = time.monotonic,
+        meter: metrics.Meter | None = None,
     ) -> None:
         self._redis, self._prefix = redis, prefix
         self._schemas = dict(schemas or {})
         self._write = redis.register_script(_WRITE_LUA)
+        self._delete_unchanged = redis.register_script(_DELETE_UNCHANGED_LUA)
+        self.breaker = CircuitBreaker(retry_after_s, clock_s=clock_s, on_change=self._on_change)
+        self.stats = WriteStats()
+        self._stats_lock = threading.Lock()
+        self._last_error = ""
+        meter = meter or metrics.get_meter("driftloop.features")
+        self._skipped_total = meter.create_counter(
+            "driftloop.features.skipped",
+            unit="{key}",
+            description="online-store key writes skipped while the circuit breaker was open",
+        )
+        self._failed_total = meter.create_counter(
+            "driftloop.features.write_failures", unit="{key}", description="Redis failed"
+        )
 
     def key(self, dataset: str, entity_key: str) -> str:
         return f"{self._prefix}:{{{dataset}}}:{entity_key}"
 
     # -- write ---------------------------------------------------------------------------
 
-    def write_latest(self, dataset: str, table: pa.Table) -> int:
+    def write_latest(self, dataset: str, table: pa.Table) -> int | None:
         """Write each entity's latest row of `table` where it is not older than what Redis
-        holds; one script call per chunk of keys. Returns how many keys were written."""
+        holds; one script call per chunk of keys. Returns how many keys were written, or
+        None when the circuit breaker is open and the write was skipped (at once, without
+        touching Redis). A Redis failure is raised, and opens the breaker."""
         latest = latest_per_key(table)
         if latest.num_rows == 0:
             return 0
-        keys = [self.key(dataset, k) for k in latest.column("entity_key").to_pylist()]
-        times = latest.column("event_time_ms").to_pylist()
-        ids = latest.column("event_id").to_pylist()
-        columns: list[tuple[str, list[str | None]]] = []
-        for name in feature_columns(latest):
-            column = latest.column(name)
-            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-                columns.append((name, column.to_pylist()))
-            else:
-                values = column.to_pylist()
-                columns.append((name, [None if v is None else repr(float(v)) for v in values]))
-        updated = 0
-        for start in range(0, len(keys), _CHUNK):
-            stop = min(start + _CHUNK, len(keys))
-            argv: list[str | int] = []
-            for i in range(start, stop):
-                pairs = [(name, values[i]) for name, values in columns if values[i] is not None]
-                argv += [times[i], ids[i], len(pairs)]
-                for name, value in pairs:
-                    argv += [name, value]  # type: ignore[list-item]  # not None: filtered
-            updated += int(self._write(keys=keys[start:stop], args=argv))
+        n = latest.num_rows
+        if not self.breaker.allow():
+            self._count(dataset, n, skipped=True)
+            return None
+        try:
+            updated = self._write_rows(dataset, latest)
+        except Exception as exc:  # whatever went wrong, the trial must not stay half-open
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            self._count(dataset, n, skipped=False)
+            self.breaker.record_failure()
+            raise
+        self.breaker.record_success()
+        with self._stats_lock:
+            self.stats.written_keys += updated
         return updated
+
+    def _write_rows(self, dataset: str, latest: pa.Table) -> int:
+        keys = [self.key(dataset, k) for k in latest.column("entity_key").to_pylist()]
+        calls = write_script_args(keys, latest, _CHUNK)
+        return sum(int(self._write(keys=chunk, args=argv)) for chunk, argv in calls)
+
+    def _count(self, dataset: str, keys: int, *, skipped: bool) -> None:
+        with self._stats_lock:
+            s = self.stats
+            if skipped:
+                s.skipped_writes, s.skipped_keys = s.skipped_writes + 1, s.skipped_keys + keys
+            else:
+                s.failed_writes, s.failed_keys = s.failed_writes + 1, s.failed_keys + keys
+            s.outage_keys[dataset] = s.outage_keys.get(dataset, 0) + keys
+        (self._skipped_total if skipped else self._failed_total).add(keys, {"dataset": dataset})
+
+    def _on_change(self, old: BreakerState, new: BreakerState) -> None:
+        with self._stats_lock:
+            unwritten = dict(sorted(self.stats.outage_keys.items()))
+            if new is BreakerState.CLOSED:
+                self.stats.outage_keys = {}
+        retry_after_s = self.breaker.retry_after_s
+        if new is BreakerState.HALF_OPEN:
+            _log.debug("features.breaker_half_open")
+        elif old is BreakerState.CLOSED:
+            _log.warning(
+                "features.breaker_opened",
+                error=self._last_error,
+                retry_after_s=retry_after_s,
+                detail="online feature writes are skipped until Redis answers again",
+            )
+        elif new is BreakerState.OPEN:
+            _log.warning("features.breaker_reopened", error=self._last_error, unwritten=unwritten)
+        else:
+            _log.warning(
+                "features.breaker_closed",
+                unwritten=unwritten,
+                skipped_writes_total=self.stats.skipped_writes,
+                detail="keys written meanwhile are current; the unwritten ones may be stale "
+                "until `driftloop datasets rebuild-features DATASET`",
+            )
 
     # -- read ----------------------------------------------------------------------------
 
@@ -172,25 +234,11 @@ class OnlineFeatureStore:
             if dataset not in self._schemas:
                 raise KeyError(f"no schema for dataset {dataset!r}: pass kinds=")
             kinds = self._schemas[dataset]
-        field_kinds = _kinds_of(kinds)
+        field_kinds = kinds_of(kinds)
         pipe = self._redis.pipeline(transaction=False)
         for entity_key in keys:
             pipe.hgetall(self.key(dataset, entity_key))
-        found: list[FeatureValues | None] = []
-        for stored in pipe.execute():
-            if not stored:
-                found.append(None)
-                continue
-            values: FeatureValues = {}
-            for raw_field, raw_value in stored.items():
-                name = raw_field.decode()
-                kind = field_kinds.get(name)
-                if kind == "numeric":
-                    values[name] = float(raw_value)
-                elif kind == "categorical":
-                    values[name] = raw_value.decode()
-            found.append(values)
-        return found
+        return [decode_hash(stored, field_kinds) if stored else None for stored in pipe.execute()]
 
     def event_time_ms(self, dataset: str, entity_key: str) -> int | None:
         """The event time of the row stored for `entity_key`, if any."""
@@ -199,27 +247,55 @@ class OnlineFeatureStore:
 
     # -- rebuild -------------------------------------------------------------------------
 
-    def delete_dataset(self, dataset: str) -> int:
-        """UNLINK every key of `dataset` (found with SCAN); returns how many."""
-        pattern = self.key(dataset, "*")
-        deleted = 0
+    def _scan(self, dataset: str) -> Iterator[list[bytes]]:
+        """The dataset's keys (SCAN), in batches of up to `_SCAN_COUNT`."""
         batch: list[bytes] = []
-        for key in self._redis.scan_iter(match=pattern, count=_SCAN_COUNT):
+        for key in self._redis.scan_iter(match=self.key(dataset, "*"), count=_SCAN_COUNT):
             batch.append(key)
             if len(batch) >= _SCAN_COUNT:
-                deleted += int(self._redis.unlink(*batch))
+                yield batch
                 batch = []
         if batch:
-            deleted += int(self._redis.unlink(*batch))
-        return deleted
+            yield batch
+
+    def delete_dataset(self, dataset: str) -> int:
+        """UNLINK every key of `dataset` (found with SCAN); returns how many."""
+        return sum(int(self._redis.unlink(*batch)) for batch in self._scan(dataset))
 
     def rebuild(self, dataset: str, tables: Iterable[pa.Table]) -> int:
-        """Replace the dataset's keys with the latest rows of `tables` (the sealed versions,
-        oldest first). Returns how many entity keys the store holds for it afterwards.
-        Readers may see keys missing while it runs."""
-        self.delete_dataset(dataset)
+        """Make the dataset's keys the latest rows of `tables` (the sealed versions, oldest
+        first). Returns how many entity keys the sealed versions hold.
+
+        Gap-free: readers see every key that exists before and after the rebuild, with
+        its old row or its new one, never a gap. Rows are written over the stored ones in
+        place (each key by one atomic script call, nothing deleted first), then only the
+        keys that were there before and that no sealed row is for are deleted — and only
+        if they still hold the row they held before, so a live writer's key is kept. By
+        the same write rule, a stored row newer than the entity's latest sealed one stays
+        (ingest wrote it from rows that are not sealed yet). `delete_dataset` first for a
+        store rebuilt from the versions alone."""
+        before = self._snapshot(dataset)
         entities: set[str] = set()
         for table in tables:
-            self.write_latest(dataset, table)
-            entities.update(pc.unique(table.column("entity_key")).to_pylist())
+            latest = latest_per_key(table)
+            if latest.num_rows:
+                self._write_rows(dataset, latest)
+                entities.update(latest.column("entity_key").to_pylist())
+        rebuilt = {self.key(dataset, e).encode() for e in entities}
+        stale = [(key, row) for key, row in before.items() if key not in rebuilt]
+        for start in range(0, len(stale), _CHUNK):
+            chunk = stale[start : start + _CHUNK]
+            argv = [part for _, row in chunk for part in row]
+            self._delete_unchanged(keys=[key for key, _ in chunk], args=argv)
         return len(entities)
+
+    def _snapshot(self, dataset: str) -> dict[bytes, tuple[bytes, bytes]]:
+        """Each stored key of `dataset` -> its (event_time_ms, event_id), b'' if absent."""
+        rows: dict[bytes, tuple[bytes, bytes]] = {}
+        for batch in self._scan(dataset):
+            pipe = self._redis.pipeline(transaction=False)
+            for key in batch:
+                pipe.hmget(key, EVENT_TIME_FIELD, EVENT_ID_FIELD)
+            for key, (t, i) in zip(batch, pipe.execute(), strict=True):
+                rows[key] = (t or b"", i or b"")
+        return rows

@@ -15,56 +15,32 @@ The app owns one producer, started in its lifespan. Settings reach the handlers 
 dependencies (`app_settings`, `app_ingest_settings`, `app_catalog`), so a test swaps them
 with `app.dependency_overrides`; `app_from_env` builds the app from the cached,
 environment-derived settings (`uvicorn --factory services.ingest.http_api:app_from_env`).
+
+This module builds the app and serves health; the routes live in `http_events` (publish)
+and `http_catalog` (browse), request decoding in `http_parsing`, the bodies in
+`http_models`, error answers in `http_errors`, the dependencies in `http_deps`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from driftloop.v1.events_pb2 import DataEvent
 from services.common.kafka import ProtobufProducer, create_producer
-from services.common.logging import get_logger
 from services.common.settings import Settings, get_settings
 from services.common.telemetry import instrument_fastapi, setup_telemetry
-from services.ingest.catalog import (
-    AmbiguousVersionError,
-    CatalogError,
-    DatasetCatalog,
-    DatasetSummary,
-    UnknownVersionError,
-    VersionDiff,
-    VersionSummary,
-    diff_versions,
-    summarize_datasets,
-    summarize_version,
-)
+from services.ingest import http_catalog, http_events
 from services.ingest.config import IngestSettings, get_ingest_settings
-from services.ingest.http_models import (
-    AcceptedResponse,
-    ErrorDetail,
-    ErrorResponse,
-    EventIn,
-    HealthResponse,
-    ReadyResponse,
-    RequestCode,
-    RequestError,
-    install_error_handling,
-    parse_json_events,
-    parse_protobuf_events,
-    rejection_errors,
-)
-from services.ingest.schema import DatasetSchema, load_schemas
-from services.ingest.validation import validate_batch
-from services.ingest.versioning import VersionManifest
+from services.ingest.http_deps import app_catalog, app_ingest_settings, app_schemas, app_settings
+from services.ingest.http_errors import error_responses, install_error_handling
+from services.ingest.http_models import HealthResponse, ReadyResponse
+from services.ingest.schema import load_schemas
 
 __all__ = [
     "app_catalog",
@@ -75,214 +51,16 @@ __all__ = [
     "create_http_app",
 ]
 
-_log = get_logger(__name__)
-_JSON = frozenset({"application/json"})
-_PROTOBUF = frozenset({"application/x-protobuf", "application/protobuf"})
 _READY_TIMEOUT_S = 2.0
+health = APIRouter()
 
 
-def app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def app_ingest_settings(request: Request) -> IngestSettings:
-    ingest: IngestSettings = request.app.state.ingest
-    return ingest
-
-
-def app_schemas(request: Request) -> Mapping[str, DatasetSchema]:
-    schemas: Mapping[str, DatasetSchema] = request.app.state.schemas
-    return schemas
-
-
-def app_catalog(settings: Annotated[Settings, Depends(app_settings)]) -> DatasetCatalog:
-    return DatasetCatalog.from_settings(settings)
-
-
-SettingsDep = Annotated[Settings, Depends(app_settings)]
-IngestDep = Annotated[IngestSettings, Depends(app_ingest_settings)]
-SchemasDep = Annotated[Mapping[str, DatasetSchema], Depends(app_schemas)]
-CatalogDep = Annotated[DatasetCatalog, Depends(app_catalog)]
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"model": ErrorResponse} for s in statuses}
-
-
-router = APIRouter()
-_EVENTS_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {"type": "array", "minItems": 1, "items": EventIn.model_json_schema()}
-            },
-            "application/x-protobuf": {
-                "schema": {"type": "string", "format": "binary"},
-            },
-        },
-    }
-}
-
-
-def _dataset_or_404(name: str, schemas: Mapping[str, DatasetSchema]) -> DatasetSchema:
-    schema = schemas.get(name)
-    if schema is None:
-        message = f"no dataset named {name[:100]!r} is declared"
-        raise RequestError.one(404, RequestCode.UNKNOWN_DATASET, message, field="name")
-    return schema
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `limit` bytes."""
-    too_large = RequestError.one(
-        413, RequestCode.TOO_LARGE, f"request body exceeds {limit} bytes", field="body"
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise RequestError.one(400, RequestCode.INVALID_BODY, "invalid Content-Length")
-        if int(declared) > limit:
-            raise too_large
-    body = bytearray()
-    async for chunk in request.stream():  # also enforced here: the header may lie or be absent
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
-
-
-def _checked_events(
-    body: bytes, media_type: str, schema: DatasetSchema, max_events: int
-) -> list[DataEvent]:
-    parse = parse_protobuf_events if media_type in _PROTOBUF else parse_json_events
-    events = parse(body, schema.name, max_events)
-    result = validate_batch(events, {schema.name: schema}, time.time_ns() // 1_000_000)
-    if result.rejected:
-        raise RequestError(422, rejection_errors(result, events, schema))
-    return events
-
-
-async def _publish(
-    producer: ProtobufProducer, topic: str, events: list[DataEvent], timeout_s: float
-) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            futures = await producer.send_many(topic, ((e.entity_key, e) for e in events))
-            await asyncio.gather(*futures)
-    except (KafkaError, TimeoutError) as exc:
-        _log.warning("publish failed", topic=topic, events=len(events), error=repr(exc))
-        message = f"Kafka did not confirm delivery ({type(exc).__name__}); retry the request"
-        raise RequestError(
-            503,
-            [ErrorDetail(code=RequestCode.UNAVAILABLE, message=message)],
-            headers={"Retry-After": "1"},
-        ) from None
-
-
-@router.post(
-    "/v1/datasets/{name}/events",
-    status_code=202,
-    response_model=AcceptedResponse,
-    responses=_errors(400, 404, 413, 415, 422, 503),
-    openapi_extra=_EVENTS_BODY,
-    summary="Validate a batch of events and publish it to data.events (all or nothing)",
-)
-async def post_events(
-    name: str, request: Request, settings: SettingsDep, ingest: IngestDep, schemas: SchemasDep
-) -> AcceptedResponse:
-    schema = _dataset_or_404(name, schemas)
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in _JSON | _PROTOBUF:
-        got = repr(media_type[:100]) if media_type else "none"
-        message = f"Content-Type must be application/json or application/x-protobuf, got {got}"
-        raise RequestError.one(415, RequestCode.UNSUPPORTED_MEDIA_TYPE, message)
-    body = await _read_body(request, ingest.http_max_body_bytes)
-    events = await run_in_threadpool(
-        _checked_events, body, media_type, schema, ingest.http_max_events
-    )
-    producer: ProtobufProducer | None = request.app.state.producer
-    if producer is None:
-        raise RequestError.one(503, RequestCode.UNAVAILABLE, "the Kafka producer is not running")
-    topic = settings.topics.data_events
-    await _publish(producer, topic, events, settings.kafka_request_timeout_ms / 1000)
-    _log.debug("events published", dataset=name, topic=topic, events=len(events))
-    return AcceptedResponse(
-        dataset=name, topic=topic, accepted=len(events), event_ids=[e.event_id for e in events]
-    )
-
-
-@router.get("/v1/datasets", response_model=list[DatasetSummary])
-def list_datasets(schemas: SchemasDep, catalog: CatalogDep) -> list[DatasetSummary]:
-    stored = {name: catalog.versions(name) for name in catalog.dataset_names()}
-    return summarize_datasets(schemas, stored)
-
-
-def _known(name: str, schemas: Mapping[str, DatasetSchema], catalog: DatasetCatalog) -> None:
-    if name not in schemas and name not in catalog.dataset_names():
-        _dataset_or_404(name, schemas)
-
-
-@router.get(
-    "/v1/datasets/{name}/versions",
-    response_model=list[VersionSummary],
-    responses=_errors(404),
-    summary="Sealed versions of a dataset, oldest first",
-)
-def list_versions(name: str, schemas: SchemasDep, catalog: CatalogDep) -> list[VersionSummary]:
-    _known(name, schemas, catalog)
-    return [summarize_version(m) for m in catalog.versions(name)]
-
-
-def _find(catalog: DatasetCatalog, name: str, ref: str, field: str) -> VersionManifest:
-    try:
-        return catalog.find(ref, dataset=name)
-    except AmbiguousVersionError as exc:
-        raise RequestError.one(409, RequestCode.AMBIGUOUS, str(exc), field=field) from None
-    except UnknownVersionError as exc:
-        message = str(exc)[:300]
-        raise RequestError.one(404, RequestCode.UNKNOWN_VERSION, message, field=field) from None
-    except CatalogError as exc:  # a manifest that is there but unreadable: not the caller's fault
-        raise RuntimeError(str(exc)) from exc
-
-
-@router.get(
-    "/v1/datasets/{name}/versions/{version_id}",
-    response_model=VersionManifest,
-    responses=_errors(404, 409),
-    summary="One version's manifest (full id or unique prefix)",
-)
-def get_version(
-    name: str, version_id: str, schemas: SchemasDep, catalog: CatalogDep
-) -> VersionManifest:
-    _known(name, schemas, catalog)
-    return _find(catalog, name, version_id, "version_id")
-
-
-@router.get(
-    "/v1/datasets/{name}/diff",
-    response_model=VersionDiff,
-    responses=_errors(404, 409, 422),
-    summary="Rows, schema and per-feature statistics of two versions side by side, with PSI",
-)
-def get_diff(
-    name: str,
-    a: Annotated[str, Query(description="base version (id or unique prefix)")],
-    b: Annotated[str, Query(description="compared version (id or unique prefix)")],
-    schemas: SchemasDep,
-    catalog: CatalogDep,
-) -> VersionDiff:
-    _known(name, schemas, catalog)
-    return diff_versions(_find(catalog, name, a, "a"), _find(catalog, name, b, "b"))
-
-
-@router.get("/healthz", response_model=HealthResponse, summary="Liveness")
+@health.get("/healthz", response_model=HealthResponse, summary="Liveness")
 async def healthz() -> HealthResponse:
     return HealthResponse()
 
 
-@router.get(
+@health.get(
     "/readyz",
     response_model=ReadyResponse,
     responses={503: {"model": ReadyResponse}},
@@ -326,11 +104,12 @@ def create_http_app(settings: Settings, ingest: IngestSettings) -> FastAPI:
         version="1",
         description=(__doc__ or "").split("\n\n")[1],
         lifespan=lifespan,
-        responses=_errors(500),
+        responses=error_responses(500),
     )
     app.state.settings, app.state.ingest, app.state.schemas = settings, ingest, schemas
     app.state.producer = None
-    app.include_router(router)
+    for router in (http_events.router, http_catalog.router, health):
+        app.include_router(router)
     install_error_handling(app)
     _document_limits(app, ingest)
     instrument_fastapi(app, setup_telemetry(settings))
@@ -343,7 +122,7 @@ def _document_limits(app: FastAPI, ingest: IngestSettings) -> None:
 
     def openapi() -> dict[str, Any]:
         schema = build()  # cached by `build`; edited in place once
-        post = schema["paths"]["/v1/datasets/{name}/events"]["post"]
+        post = schema["paths"][http_events.EVENTS_PATH]["post"]
         post["requestBody"]["content"]["application/json"]["schema"]["maxItems"] = (
             ingest.http_max_events
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,6 +136,103 @@ def test_rebuild_restores_exactly_the_same_hashes(client: redis.Redis, dataset: 
     assert len(_hashes(client, store, other)) == 3
     store.delete_dataset(dataset)
     store.delete_dataset(other)
+
+
+def _version(keys: range, time_ms: int, amount: float) -> pa.Table:
+    return _table([(f"v{time_ms}-{i}", f"k{i}", time_ms, amount, i, "north") for i in keys])
+
+
+def test_a_reader_never_sees_a_gap_during_rebuild(client: redis.Redis, dataset: str) -> None:
+    """The live store missed two versions (an outage); a rebuild restores them while a
+    reader polls every key: each key it reads holds its old row or its new one, never
+    nothing. The versions are handed over one by one, each only after the reader has
+    finished a full poll that started after the previous step."""
+    n = 3_000
+    keys = [f"k{i}" for i in range(n)]
+    versions = [
+        _version(range(n), 1_000, 1.0),
+        _version(range(0, n, 2), 2_000, 2.0),
+        _version(range(1, n, 2), 3_000, 3.0),
+    ]
+    store = OnlineFeatureStore(client)
+    store.write_latest(dataset, versions[0])  # what the live path wrote before the outage
+    for i in range(50):  # keys no sealed version holds: they may go, and must
+        client.hset(store.key(dataset, f"stray{i}"), mapping={"amount": "1.0"})
+    allowed = {k: {1.0, 2.0 if i % 2 == 0 else 3.0} for i, k in enumerate(keys)}
+
+    polls, seen, missing, wrong = [0], set[float](), set[str](), list[tuple[str, object]]()
+    progress, stop = threading.Condition(), threading.Event()
+
+    def read() -> None:
+        reader = OnlineFeatureStore(client)
+        while not stop.is_set():
+            for key, got in zip(keys, reader.get(dataset, keys, kinds=KINDS), strict=True):
+                if got is None:
+                    missing.add(key)
+                elif got["amount"] not in allowed[key]:
+                    wrong.append((key, got))
+                else:
+                    seen.add(float(got["amount"]))
+            with progress:
+                polls[0] += 1
+                progress.notify_all()
+
+    def after_a_fresh_poll() -> None:
+        with progress:
+            target = polls[0] + 2  # the one in flight may have started before this step
+            assert progress.wait_for(lambda: polls[0] >= target, timeout=120), "reader stuck"
+
+    def sealed() -> Iterator[pa.Table]:
+        for version in versions:
+            after_a_fresh_poll()
+            yield version
+        after_a_fresh_poll()
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    try:
+        assert store.rebuild(dataset, sealed()) == n
+        after_a_fresh_poll()
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not missing, f"{len(missing)} keys read as missing, e.g. {sorted(missing)[:5]}"
+    assert not wrong, wrong[:5]
+    assert seen == {1.0, 2.0, 3.0}  # the reader saw the old rows and both new ones
+    got = store.get(dataset, keys, kinds=KINDS)
+    assert [g and g["amount"] for g in got] == [2.0 if i % 2 == 0 else 3.0 for i in range(n)]
+    assert len(_hashes(client, store, dataset)) == n  # the strays are gone
+    store.delete_dataset(dataset)
+
+
+def test_rebuild_keeps_rows_written_live_meanwhile(client: redis.Redis, dataset: str) -> None:
+    """A stored row newer than the sealed ones (ingest wrote it, not sealed yet) stays;
+    of the keys no version holds, only those nobody wrote during the rebuild go."""
+    store = OnlineFeatureStore(client)
+    store.write_latest(dataset, FIRST)  # a, b, c
+    store.write_latest(
+        dataset, _table([("x1", "x", 100, 1.0, 1, None), ("y1", "y", 100, 1.0, 1, None)])
+    )
+    live = _table(
+        [
+            ("e9", "a", 9_000, 9.0, 9, "south"),  # newer than any sealed row of a
+            ("x2", "x", 200, 2.0, 2, None),  # x: not sealed, but rewritten meanwhile
+            ("f1", "fresh", 9_000, 1.0, 1, "north"),  # created meanwhile
+        ]
+    )
+
+    def sealed() -> Iterator[pa.Table]:
+        yield SECOND  # a, b, c, d
+        store.write_latest(dataset, live)
+
+    assert store.rebuild(dataset, sealed()) == 4
+    a, c, x, y, fresh = store.get(dataset, ["a", "c", "x", "y", "fresh"], kinds=KINDS)
+    assert a == {"amount": 9.0, "age": 9.0, "region": "south"}
+    assert c == {"age": 50.0, "region": "north"}  # FIRST's c is newer than SECOND's
+    assert x == {"amount": 2.0, "age": 2.0}
+    assert y is None  # unchanged and in no version: stale
+    assert fresh == {"amount": 1.0, "age": 1.0, "region": "north"}
+    store.delete_dataset(dataset)
 
 
 async def test_redis_outage_in_the_pipeline_hook_is_logged_not_raised(

@@ -181,7 +181,9 @@ async def test_sigkill_during_training_leaves_every_alias_loadable(
     sealed_credit: tuple[Settings, dict[str, str], Path],
 ) -> None:
     settings, env, tmp = sealed_credit
-    env = {**env, "DRIFTLOOP_TRAINER_LOCK_TTL_S": "3", "DRIFTLOOP_TRAINER_LOCK_RENEW_S": "1"}
+    # A short lease so the dead run's expires soon, but long enough that a renewal thread
+    # starved for a few seconds on this 2-core machine does not lose it.
+    env = {**env, "DRIFTLOOP_TRAINER_LOCK_TTL_S": "15", "DRIFTLOOP_TRAINER_LOCK_RENEW_S": "2"}
     cli = ["-m", "services.cli", "train", "credit-loop", "--json"]
     registry = ModelRegistry(ArtifactStore(settings.artifact_root))
     # First a champion, then a run killed (the whole process group, Ray included) mid-way.
@@ -199,8 +201,8 @@ async def test_sigkill_during_training_leaves_every_alias_loadable(
     for version in registry.versions("credit-loop"):
         registry.load("credit-loop", version)
     # The dead run's lease expires on its own; the next training goes ahead.
-    lock = TrainingLock(sync_redis(settings), ttl_s=3)
-    deadline = time.monotonic() + 30
+    lock = TrainingLock(sync_redis(settings), ttl_s=15)
+    deadline = time.monotonic() + 60
     while lock.holder("credit-loop") is not None:
         assert time.monotonic() < deadline, "the dead trainer's lease never expired"
         await asyncio.sleep(0.5)

@@ -1,0 +1,64 @@
+"""Dependencies of the ingest HTTP routes: what each handler gets from the app.
+
+Settings, schemas and the catalog reach the handlers through these (`app.state` is set
+by `create_http_app`), so a test swaps any of them with `app.dependency_overrides`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.common.settings import Settings
+from services.ingest.catalog import DatasetCatalog
+from services.ingest.config import IngestSettings
+from services.ingest.http_errors import RequestError
+from services.ingest.http_models import RequestCode
+from services.ingest.schema import DatasetSchema
+
+__all__ = [
+    "CatalogDep",
+    "IngestDep",
+    "SchemasDep",
+    "SettingsDep",
+    "app_catalog",
+    "app_ingest_settings",
+    "app_schemas",
+    "app_settings",
+    "dataset_or_404",
+]
+
+
+def app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def app_ingest_settings(request: Request) -> IngestSettings:
+    ingest: IngestSettings = request.app.state.ingest
+    return ingest
+
+
+def app_schemas(request: Request) -> Mapping[str, DatasetSchema]:
+    schemas: Mapping[str, DatasetSchema] = request.app.state.schemas
+    return schemas
+
+
+def app_catalog(settings: Annotated[Settings, Depends(app_settings)]) -> DatasetCatalog:
+    return DatasetCatalog.from_settings(settings)
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
+IngestDep = Annotated[IngestSettings, Depends(app_ingest_settings)]
+SchemasDep = Annotated[Mapping[str, DatasetSchema], Depends(app_schemas)]
+CatalogDep = Annotated[DatasetCatalog, Depends(app_catalog)]
+
+
+def dataset_or_404(name: str, schemas: Mapping[str, DatasetSchema]) -> DatasetSchema:
+    schema = schemas.get(name)
+    if schema is None:
+        message = f"no dataset named {name[:100]!r} is declared"
+        raise RequestError.one(404, RequestCode.UNKNOWN_DATASET, message, field="name")
+    return schema
