@@ -31,6 +31,7 @@ __all__ = [
     "predictor_from_loaded",
     "resolve_params",
     "validation_loss",
+    "xgboost_train_args",
 ]
 
 ModelKindName = Literal["xgboost", "mlp"]

@@ -15,11 +15,13 @@ loopback environment (see that module).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from pydantic import JsonValue
 
 from services.common.ray_runtime import ensure_ray, ray_address
@@ -64,11 +66,13 @@ class TrainingJob:
 @dataclass(frozen=True)
 class TrainingOutcome:
     best: FittedModel  # params include "encoder" and "trial"
-    trials: list[dict[str, JsonValue]]  # per trial: index, params, metric, validation_loss
+    # Per trial: trial (index), params, metric, validation_loss, best_iteration/best_epoch, fit_s.
+    trials: list[dict[str, JsonValue]]
     ray_address: str
 
 
-def labels_of(table: Any) -> np.ndarray:
+def labels_of(table: pa.Table) -> np.ndarray:
+    """The label column as float32 (the split tables have no null labels)."""
     return np.asarray(table.column("label").to_numpy(), dtype=np.float32)
 
 
@@ -81,10 +85,13 @@ def _run_trial(
     params: dict[str, JsonValue],
     seed: int,
     task: Task,
-) -> tuple[FittedModel, float]:
+) -> tuple[FittedModel, float, float]:
+    """(model, validation loss, seconds spent fitting) of one trial, in a Ray worker."""
+    started = time.perf_counter()
     fitted = fit_model(kind, X_train, y_train, X_val, y_val, params, seed, task)
+    fit_s = time.perf_counter() - started
     loss = validation_loss(task, y_val, fitted.predict(X_val))
-    return fitted, loss if math.isfinite(loss) else math.inf
+    return fitted, loss if math.isfinite(loss) else math.inf, fit_s
 
 
 def train_on_ray(job: TrainingJob, data: TrainingData, encoder: FeatureEncoder) -> TrainingOutcome:
@@ -107,7 +114,7 @@ def train_on_ray(job: TrainingJob, data: TrainingData, encoder: FeatureEncoder) 
     all_params = job.trial_params()
     pending = [remote.remote(job.kind, *refs, p, job.seed, job.task) for p in all_params]
     try:
-        results: list[tuple[FittedModel, float]] = ray.get(pending)
+        results: list[tuple[FittedModel, float, float]] = ray.get(pending)
     finally:
         del refs  # release the arrays in the object store as soon as the trials are done
     metric = metric_name(job.task)
@@ -118,8 +125,9 @@ def train_on_ray(job: TrainingJob, data: TrainingData, encoder: FeatureEncoder) 
             "metric": metric,
             "validation_loss": loss if math.isfinite(loss) else None,
             **_stopping(fitted),
+            "fit_s": round(fit_s, 3),  # wall time; the only field that varies between runs
         }
-        for i, (p, (fitted, loss)) in enumerate(zip(all_params, results, strict=True))
+        for i, (p, (fitted, loss, fit_s)) in enumerate(zip(all_params, results, strict=True))
     ]
     winner = min(range(len(results)), key=lambda i: (results[i][1], i))
     best = results[winner][0]
