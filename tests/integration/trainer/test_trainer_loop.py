@@ -208,3 +208,20 @@ async def test_sigkill_during_training_leaves_every_alias_loadable(
         await asyncio.sleep(0.5)
     again = ServiceProcess(cli, env, tmp / "train-3.log").start()
     assert again.wait(timeout_s=300) in (0, 3), again.log_tail()
+
+
+async def test_a_bad_request_fails_cleanly_with_a_model_event_and_registers_nothing(
+    sealed_credit: tuple[Settings, dict[str, str], Path],
+) -> None:
+    settings, env, tmp = sealed_credit
+    missing = "0" * 32
+    run = ServiceProcess(["-m", "services.cli", "train", "credit-loop", "--json",
+                          "--version-id", missing], env, tmp / "train-bad.log").start()
+    assert run.wait(timeout_s=300) == 1, run.log_tail()
+    events = await model_events(settings)
+    [failed] = _of(events, pb.MODEL_EVENT_TYPE_TRAINING_FAILED)
+    assert failed.reason.startswith("data:version_missing") and missing in failed.reason
+    registry = ModelRegistry(ArtifactStore(settings.artifact_root))
+    assert registry.models() == [] and registry.aliases("credit-loop") == {}
+    lock = TrainingLock(sync_redis(settings), ttl_s=15)
+    assert lock.holder("credit-loop") is None, "a failed run releases its lease"
