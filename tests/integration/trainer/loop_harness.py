@@ -5,24 +5,17 @@ and readers for `models.events`."""
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.settings import Settings, TopicNames, load_settings
-from tests.integration.ingest.events_gen import (
-    EMPLOYMENT,
-    REGIONS,
-    Item,
-    read_topic,
-)
+from services.ingest.samples import credit_sample
+from tests.integration.ingest.events_gen import Item, read_topic
 
 __all__ = [
     "ServiceProcess",
@@ -35,43 +28,9 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
-def labelled_event(rng: random.Random, event_id: str, now_ms: int, shift: float) -> pb.DataEvent:
-    """A credit application whose default label depends on its features (AUC ≈ 0.8)."""
-    dti = rng.uniform(0.0, 2.0) + shift
-    util = rng.uniform(0.0, 1.2)
-    age = rng.randint(18, 90)
-    income = rng.lognormvariate(10.5, 0.4)
-    region = rng.choice(REGIONS)
-    logit = -2.0 + 1.6 * dti + 1.2 * util - 0.02 * (age - 40) - 0.5 * math.log(income / 36_000)
-    label = float(rng.random() < 1 / (1 + math.exp(-logit)))
-    return pb.DataEvent(
-        event_id=event_id,
-        dataset="credit",
-        entity_key=f"app-{rng.randrange(5_000):05d}",
-        event_time_ms=now_ms - rng.randrange(600_000),
-        numeric={
-            "age": float(age), "annual_income": income,
-            "loan_amount": round(rng.uniform(1_000, 50_000), 2),
-            "loan_term_months": float(rng.choice([12, 24, 36, 60])),
-            "debt_to_income": min(dti, 10.0), "credit_utilization": util,
-            "num_open_accounts": float(rng.randint(0, 20)),
-        },
-        categorical={"region": region, "employment_type": rng.choice(EMPLOYMENT),
-                     "loan_purpose": f"purpose_{rng.randrange(8):02d}"},
-        label=label,
-        source="tests",
-    )
-
-
 def labelled_stream(n: int, seed: int, shift: float = 0.0) -> list[Item]:
-    rng = random.Random(seed)
-    now_ms = int(time.time() * 1000)
-    prefix = uuid.uuid4().hex[:8]
-    items = []
-    for i in range(n):
-        event = labelled_event(rng, f"{prefix}-{i:06d}", now_ms, shift)
-        items.append(Item(event.entity_key, event.SerializeToString(), event.event_id, None))
-    return items
+    return [Item(e.entity_key, e.SerializeToString(), e.event_id, None)
+            for e in credit_sample(n, seed=seed, shift=shift)]
 
 
 def loop_settings(stack: Settings, tmp: Path) -> tuple[Settings, dict[str, str]]:
