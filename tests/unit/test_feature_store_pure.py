@@ -3,16 +3,10 @@ store's write path behind its circuit breaker, over a fake Redis (no network).""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pyarrow as pa
-import pytest
-import redis
-from structlog.testing import capture_logs
 
-from services.common.circuit_breaker import BreakerState
-from services.common.feature_store import OnlineFeatureStore, feature_columns, latest_per_key
+from services.common.feature_store import feature_columns, latest_per_key
 
 
 def _table(rows: list[tuple[str, str, int, float | None, str | None]]) -> pa.Table:
@@ -84,61 +78,3 @@ def test_many_keys_vectorised() -> None:
         )
     )
     assert got == expected
-
-
-class _FakeRedis:
-    """Just enough of `redis.Redis` for `write_latest`: counts script calls; while `down`
-    every call fails the way an unreachable server does."""
-
-    def __init__(self) -> None:
-        self.calls, self.down = 0, True
-
-    def register_script(self, _: str) -> Callable[..., int]:
-        def run(keys: list[str], args: list[object]) -> int:
-            self.calls += 1
-            if self.down:
-                raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Refused.")
-            return len(keys)
-
-        return run
-
-
-def _rows(n_keys: int) -> pa.Table:
-    return _table([(f"e{i}", f"k{i}", 1_000 + i, float(i), "north") for i in range(n_keys)])
-
-
-def test_an_open_breaker_skips_writes_without_calling_redis_and_counts_them() -> None:
-    now_s = [0.0]
-    fake = _FakeRedis()
-    store = OnlineFeatureStore(fake, retry_after_s=5.0, clock_s=lambda: now_s[0])  # type: ignore[arg-type]
-    with capture_logs() as logs:
-        with pytest.raises(redis.ConnectionError):
-            store.write_latest("ds", _rows(3))  # the failure opens the breaker
-        assert fake.calls == 1 and store.breaker.state is BreakerState.OPEN
-        skipped = [store.write_latest("ds", _rows(4)) for _ in range(10)]
-        assert skipped == [None] * 10 and fake.calls == 1  # not one more call
-        assert store.write_latest("ds", _rows(1).slice(0, 0)) == 0  # nothing to write is not a skip
-        now_s[0] = 5.0
-        with pytest.raises(redis.ConnectionError):
-            store.write_latest("other", _rows(2))  # the trial fails: open again
-        assert fake.calls == 2 and store.breaker.state is BreakerState.OPEN
-        assert store.write_latest("ds", _rows(1)) is None and fake.calls == 2
-        fake.down, now_s[0] = False, 10.0
-        assert store.write_latest("ds", _rows(5)) == 5  # the trial succeeds: closed
-        assert store.write_latest("ds", _rows(6)) == 6
-    assert fake.calls == 4 and store.breaker.state is BreakerState.CLOSED
-    stats = store.stats
-    assert (stats.skipped_writes, stats.skipped_keys) == (11, 41)
-    assert (stats.failed_writes, stats.failed_keys) == (2, 5)
-    assert stats.written_keys == 11 and stats.outage_keys == {}
-    events = [(e["event"], e["log_level"]) for e in logs]
-    assert events == [
-        ("features.breaker_opened", "warning"),
-        ("features.breaker_half_open", "debug"),
-        ("features.breaker_reopened", "warning"),
-        ("features.breaker_half_open", "debug"),
-        ("features.breaker_closed", "warning"),
-    ]
-    assert "ConnectionError" in logs[0]["error"]
-    assert logs[2]["unwritten"] == {"ds": 43, "other": 2}
-    assert logs[-1]["unwritten"] == {"ds": 44, "other": 2}  # what a rebuild must restore
