@@ -36,6 +36,7 @@ from services.ingest.schema import load_schemas
 from services.ingest.storage import VersionStorage
 from services.trainer.config import TrainerSettings
 from services.trainer.events import model_event
+from services.trainer.health import health_app, health_server
 from services.trainer.lock import TrainingLock
 from services.trainer.policy import ModelState, Trigger, decide, finished, schedule_due, started
 from services.trainer.specs import ModelSpec, load_model_specs
@@ -93,6 +94,18 @@ class TrainerService:
         self.settings, self.config, self.trainer = settings, config, trainer
         self.producer, self.states = producer, states
         self.queue: asyncio.Queue[TrainRequest] = asyncio.Queue()
+        self.ray_ready = False
+        self.consuming = False
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.ray_ready:
+            return False, "starting Ray"
+        if not self.consuming:
+            return False, "joining the consumer group"
+        return True, f"consuming; {self.queue.qsize()} training(s) queued"
+
+    def model_states(self) -> dict[str, Any]:
+        return {name: state.model_dump(mode="json") for name, state in self.states.items()}
 
     @property
     def specs(self) -> dict[str, ModelSpec]:
@@ -167,16 +180,23 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
                      for d in {s.dataset for s in trainer.specs.values()}}
         service = TrainerService(settings, config, trainer, producer,
                                  initial_states(trainer.specs.values(), starts, manifests))
+        server = health_server(
+            health_app(service.readiness, service.model_states),
+            config.health_host, config.health_port,
+        )
+        serving = asyncio.create_task(server.serve())
         # Ray last: from here on, leave only through `finally`, which shuts it down.
         await asyncio.to_thread(ensure_ray, config.ray_address, config.ray_num_cpus)
+        service.ray_ready = True
         worker = asyncio.create_task(service.work())
         try:
             _log.info("trainer.started", models=sorted(trainer.specs),
                       group_id=config.group_id, last_started=starts)
             await _consume(service, consumer, stop)
         finally:
+            server.should_exit = True
             worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+            await asyncio.gather(worker, serving, return_exceptions=True)
             await asyncio.to_thread(shutdown_ray)
     _log.info("trainer.stopped")
 
@@ -189,6 +209,7 @@ async def _consume(
     async with consumer:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=service.config.poll_timeout_ms)
+            service.consuming = True
             for failure in batch.failures:
                 _log.warning("trigger.undecodable", topic=failure.topic,
                              partition=failure.partition, offset=failure.offset,

@@ -28,3 +28,6 @@ class TrainerSettings(BaseSettings):
     tick_s: float = Field(default=5.0, gt=0)
     poll_timeout_ms: int = Field(default=500, ge=1)
     actor: str = "trainer"
+    # health endpoints (/healthz, /readyz, /v1/models); port 0 picks a free one
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=8082, ge=0, le=65535)

@@ -5,12 +5,17 @@ and readers for `models.events`."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.settings import Settings, TopicNames, load_settings
@@ -33,6 +38,21 @@ def labelled_stream(n: int, seed: int, shift: float = 0.0) -> list[Item]:
             for e in credit_sample(n, seed=seed, shift=shift)]
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get_json(port: int, path: str) -> tuple[int, Any]:
+    """GET http://127.0.0.1:{port}{path}: (status, parsed body)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def loop_settings(stack: Settings, tmp: Path) -> tuple[Settings, dict[str, str]]:
     """Unique topics, groups and artifact root for one test, and the env for its services."""
     uid = uuid.uuid4().hex[:10]
@@ -49,6 +69,7 @@ def loop_settings(stack: Settings, tmp: Path) -> tuple[Settings, dict[str, str]]
         "DRIFTLOOP_TRAINER_GROUP_ID": f"trainer-{uid}",
         "DRIFTLOOP_TRAINER_MODELS_DIR": str(tmp / "models"),
         "DRIFTLOOP_TRAINER_RAY_NUM_CPUS": "2",
+        "DRIFTLOOP_TRAINER_HEALTH_PORT": str(free_port()),
     }
     return settings, env
 

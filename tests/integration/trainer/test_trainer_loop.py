@@ -27,6 +27,7 @@ from tests.integration.ingest.events_gen import publish
 from tests.integration.trainer.loop_harness import (
     REPO_ROOT,
     ServiceProcess,
+    get_json,
     labelled_stream,
     loop_settings,
     model_events,
@@ -94,6 +95,12 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
         events = await _until(
             settings, lambda ev: any(e.alias == "champion" for e in _of(ev, T.Value(
                 "MODEL_EVENT_TYPE_ALIAS_CHANGED"))), 300, ingest, trainer)
+        port = int(env["DRIFTLOOP_TRAINER_HEALTH_PORT"])
+        assert get_json(port, "/healthz") == (200, {"status": "ok"})
+        status, ready = get_json(port, "/readyz")
+        assert status == 200 and ready["ready"], ready
+        status, states = get_json(port, "/v1/models")
+        assert status == 200 and states["credit-loop"]["last_started_ms"] is not None
         skipped = _of(events, pb.MODEL_EVENT_TYPE_TRAINING_SKIPPED)
         assert any(e.reason.startswith("skipped:not_enough_rows") for e in skipped), skipped
         [started] = _of(events, pb.MODEL_EVENT_TYPE_TRAINING_STARTED)
