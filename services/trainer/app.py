@@ -21,6 +21,7 @@ from typing import Any
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactStore
+from services.common.http_server import embedded_server
 from services.common.kafka import (
     ProtobufConsumer,
     ProtobufProducer,
@@ -36,7 +37,7 @@ from services.ingest.schema import load_schemas
 from services.ingest.storage import VersionStorage
 from services.trainer.config import TrainerSettings
 from services.trainer.events import model_event
-from services.trainer.health import health_app, health_server
+from services.trainer.health import health_app
 from services.trainer.lock import TrainingLock
 from services.trainer.policy import ModelState, Trigger, decide, finished, schedule_due, started
 from services.trainer.specs import ModelSpec, load_model_specs
@@ -180,7 +181,7 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
                      for d in {s.dataset for s in trainer.specs.values()}}
         service = TrainerService(settings, config, trainer, producer,
                                  initial_states(trainer.specs.values(), starts, manifests))
-        server = health_server(
+        server = embedded_server(
             health_app(service.readiness, service.model_states),
             config.health_host, config.health_port,
         )

@@ -3,15 +3,13 @@ Ray connected) and `/v1/models` (what the policy knows per model, for operators)
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-__all__ = ["health_app", "health_server"]
+__all__ = ["health_app"]
 
 
 def health_app(ready: Callable[[], tuple[bool, str]], models: Callable[[], Any]) -> FastAPI:
@@ -31,16 +29,3 @@ def health_app(ready: Callable[[], tuple[bool, str]], models: Callable[[], Any])
         return models()
 
     return app
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the service owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-def health_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
-    return _QuietServer(uvicorn.Config(app, host=host, port=port, log_config=None,
-                                       lifespan="off"))
