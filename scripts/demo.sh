@@ -7,20 +7,22 @@
 # The stack keeps running afterwards; stop it with: scripts/driftloop stack down
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-dl() { "$here/venv" "$@"; }
+venv="$(bash "$here/bootstrap.sh")"
+export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
+cd "$here/.."
 
-dl driftloop stack up "$@"
-home="$(dl python -c 'from services.common.settings import load_settings; print(load_settings().home)')"
+driftloop stack up "$@"
+home="$(python -c 'from services.common.settings import load_settings; print(load_settings().home)')"
 echo "ingest: python -m services.ingest (log: $home/ingest.log)"
-DRIFTLOOP_INGEST_SEAL_MAX_AGE_MS=5000 dl python -m services.ingest >>"$home/ingest.log" 2>&1 &
-ingest=$!
+DRIFTLOOP_INGEST_SEAL_MAX_AGE_MS=5000 python -m services.ingest >>"$home/ingest.log" 2>&1 &
+ingest=$!  # the python process itself, so the trap below stops it
 trap 'kill "$ingest" 2>/dev/null; wait "$ingest" 2>/dev/null || true' EXIT
 
-dl driftloop datasets publish-sample credit --events 20000 --wait
-dl driftloop datasets list credit
+driftloop datasets publish-sample credit --events 20000 --wait
+driftloop datasets list credit
 status=0
-dl driftloop train credit-default --reason "demo" || status=$?
+driftloop train credit-default --reason "demo" || status=$?
 [ "$status" -eq 0 ] || [ "$status" -eq 3 ] || exit "$status"  # 3: registered, gate failed
-dl driftloop models list
+driftloop models list
 echo
 echo "The stack keeps running. Next: scripts/driftloop models show 1 | stack status | stack down"
