@@ -10,6 +10,7 @@ Admin helpers (`check_kafka`, `ensure_topics`) live in kafka_admin and are re-ex
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
@@ -54,6 +55,8 @@ __all__ = [
     "create_producer",
     "ensure_topics",
 ]
+
+_log = logging.getLogger(__name__)
 
 DeliveryFuture = asyncio.Future[RecordMetadata]
 
@@ -252,7 +255,16 @@ class ProtobufConsumer:
             raise explain_unavailable(self._settings, exc) from None
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        try:
+            await self._consumer.stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled: let it through
+            # aiokafka cancels its own in-flight fetch on stop and, after a fetch timed
+            # out, that CancelledError can escape stop() (aiokafka issue #974). Nobody
+            # cancelled us, so the consumer is stopped: say so and carry on.
+            _log.warning("kafka consumer stop: aiokafka cancelled its own fetch; consumer stopped")
 
     async def __aenter__(self) -> Self:
         await self.start()
