@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 
 from services.common.artifacts import ArtifactStore
 from services.common.feature_store import OnlineFeatureStore
+from services.common.http_server import embedded_server
 from services.common.kafka import check_kafka, create_consumer, create_producer
 from services.common.logging import configure_logging, get_logger
 from services.common.redis_client import async_redis, check_redis, sync_redis
@@ -35,28 +35,14 @@ __all__ = ["main", "run"]
 _log = get_logger(__name__)
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the service owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 def _http_server(settings: Settings, ingest: IngestSettings) -> uvicorn.Server | None:
     try:
         from services.ingest.http_api import create_http_app
     except ImportError as exc:  # the API module is optional for the consumer loop
         _log.warning("http.unavailable", error=str(exc))
         return None
-    config = uvicorn.Config(
-        create_http_app(settings, ingest),
-        host=ingest.http_host,
-        port=ingest.http_port,
-        log_config=None,  # stdlib records go through configure_logging's handler
-        lifespan="on",
-    )
-    return _QuietServer(config)
+    app = create_http_app(settings, ingest)
+    return embedded_server(app, ingest.http_host, ingest.http_port, lifespan="on")
 
 
 async def run(settings: Settings, ingest: IngestSettings, *, http: bool = False) -> None:
