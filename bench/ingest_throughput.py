@@ -5,10 +5,12 @@ against a raw aiokafka consume + protobuf decode of the same topic, in one run.
     python -m bench.ingest_throughput -n 200000
 
 Both read the same N `credit` events (published once, before either clock starts) with
-consumers that are already assigned. The raw path decodes every value into a DataEvent
-and does nothing else; the pipeline path is the service's own `IngestPipeline` with real
-Redis (dedup claims), a temporary artifact store (Parquet + manifests) and commits, and
-its clock stops when every row is in a sealed, announced version.
+consumers that are already assigned, built by the same factory with the same settings
+and polling the same number of records at a time. The raw path decodes every value
+into a DataEvent and does nothing else; the pipeline path is the service's own
+`IngestPipeline` with real Redis (dedup claims), a temporary artifact store (Parquet +
+manifests) and commits, and its clock stops when every row is in a sealed, announced
+version.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
@@ -57,33 +58,27 @@ async def _until_assigned(assigned: Callable[[], bool], timeout_s: float = 30) -
         await asyncio.sleep(0.02)
 
 
-async def raw_rate(settings: Settings, topic: str, n: int) -> float:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+async def raw_rate(settings: Settings, topic: str, n: int, max_records: int) -> float:
+    # The service's own consumer factory, so both paths fetch with the same settings.
+    consumer = create_consumer(settings, topic, group_id=None).raw
     await consumer.start()
     try:
         await _until_assigned(lambda: bool(consumer.assignment()))
         started, seen = time.perf_counter(), 0
         while seen < n:
-            fetched = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=max_records)
             for records in fetched.values():
                 for record in records:
                     DataEvent.FromString(record.value)
-                seen += sum(len(r) for r in fetched.values())
+                seen += len(records)
         return n / (time.perf_counter() - started)
     finally:
         await consumer.stop()
 
 
-async def pipeline_rate(settings: Settings, n: int, artifacts: Path) -> tuple[float, int]:
-    ingest = IngestSettings(
-        group_id=f"bench-ingest-{uuid.uuid4().hex[:8]}", seal_max_rows=50_000, poll_max_records=5000
-    )
+async def pipeline_rate(
+    settings: Settings, ingest: IngestSettings, n: int, artifacts: Path
+) -> tuple[float, int]:
     storage = VersionStorage(ArtifactStore(f"file://{artifacts}"))
     redis = async_redis(settings)
 
@@ -110,6 +105,7 @@ async def pipeline_rate(settings: Settings, n: int, artifacts: Path) -> tuple[fl
             await pipeline.step()
         await pipeline.seal_all()
         elapsed = time.perf_counter() - started
+        await pipeline.stop_fetching()
     await redis.aclose()
     assert pipeline.stats.sealed_rows == n, pipeline.stats  # every event is good
     return n / elapsed, pipeline.stats.versions
@@ -133,12 +129,19 @@ async def main(n: int) -> None:
     await ensure_topics(settings, [topics.data_rejected, topics.datasets_versions], partitions=1)
     with _console.status(f"publishing {n:,} credit events to {topics.data_events}"):
         await _publish(settings, topics.data_events, n)
-    raw = await _timed("raw aiokafka consume + decode", raw_rate(settings, topics.data_events, n))
+    # The production defaults (seal_max_rows 50,000, poll_max_records 5,000), stated.
+    ingest = IngestSettings(
+        group_id=f"bench-ingest-{uid}", seal_max_rows=50_000, poll_max_records=5_000
+    )
+    raw = await _timed(
+        "raw aiokafka consume + decode",
+        raw_rate(settings, topics.data_events, n, ingest.poll_max_records),
+    )
     with (
         tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
         _console.status("ingest pipeline: consume + validate + dedup + version + commit"),
     ):
-        rate, versions = await pipeline_rate(settings, n, Path(tmp))
+        rate, versions = await pipeline_rate(settings, ingest, n, Path(tmp))
 
     table = Table(title=f"ingest throughput, {n:,} events, 3 partitions, {base.kafka_bootstrap}")
     table.add_column("path")

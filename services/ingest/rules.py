@@ -8,6 +8,7 @@ a clean batch is a handful of vectorised comparisons per feature.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -263,7 +264,11 @@ def _duplicate_flags(ids: pa.Array, ok: np.ndarray, seen: Collection[str]) -> li
     (the first occurrence in batch order is kept)."""
     fld = "event_id"
     earlier = np.zeros_like(ok)
-    if len(seen):
+    if len(seen) and isinstance(seen, AbstractSet):  # hashed already: look the batch up
+        rows = np.flatnonzero(ok)
+        found = map(seen.__contains__, ids.take(pa.array(rows)).to_pylist())
+        earlier[rows] = np.fromiter(found, dtype=bool, count=rows.size)
+    elif len(seen):
         value_set = pa.array(list(seen), pa.string())
         earlier = ok & pc.is_in(ids, value_set=value_set).to_numpy(zero_copy_only=False)
     flags = _flag(Code.DUPLICATE_EVENT_ID, earlier, fld, lambda r: "accepted in an earlier batch")

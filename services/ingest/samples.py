@@ -34,14 +34,19 @@ def credit_sample_event(
         entity_key=f"app-{rng.randrange(5_000):05d}",
         event_time_ms=now_ms - rng.randrange(600_000),
         numeric={
-            "age": float(age), "annual_income": income,
+            "age": float(age),
+            "annual_income": income,
             "loan_amount": round(rng.uniform(1_000, 50_000), 2),
             "loan_term_months": float(rng.choice([12, 24, 36, 60])),
-            "debt_to_income": min(dti, 10.0), "credit_utilization": util,
+            "debt_to_income": min(dti, 10.0),
+            "credit_utilization": util,
             "num_open_accounts": float(rng.randint(0, 20)),
         },
-        categorical={"region": rng.choice(REGIONS), "employment_type": rng.choice(EMPLOYMENT),
-                     "loan_purpose": f"purpose_{rng.randrange(8):02d}"},
+        categorical={
+            "region": rng.choice(REGIONS),
+            "employment_type": rng.choice(EMPLOYMENT),
+            "loan_purpose": f"purpose_{rng.randrange(8):02d}",
+        },
         label=float(rng.random() < 1 / (1 + math.exp(-logit))),
         source="sample",
     )

@@ -16,6 +16,8 @@ are rebuilt from them, never from Redis.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -30,8 +32,10 @@ from services.ingest.versioning import VersionManifest, build_manifest, version_
 
 __all__ = [
     "DATASETS_PREFIX",
+    "SealedState",
     "StoredVersion",
     "VersionStorage",
+    "by_event_id",
     "head_versions",
     "known_categories",
     "parquet_bytes",
@@ -48,11 +52,29 @@ class StoredVersion(NamedTuple):
     created: bool  # False: the manifest was already there and nothing was written
 
 
+def by_event_id(table: pa.Table) -> pa.Table:
+    """The rows sorted by event id (stable), as the data file stores them."""
+    ids = table.column("event_id")
+    if len(ids) > 1 and not ids.null_count:
+        ordered = pc.all(pc.less(ids.slice(0, len(ids) - 1), ids.slice(1))).as_py()
+        if ordered:
+            return table
+    return table.take(pc.sort_indices(table, sort_keys=[("event_id", "ascending")]))
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
     """The rows as Parquet (zstd), sorted by event id so equal content gives equal bytes."""
-    ordered = table.take(pc.sort_indices(table, sort_keys=[("event_id", "ascending")]))
+    return _parquet(by_event_id(table))
+
+
+def _parquet(ordered: pa.Table) -> bytes:
+    # Only string columns other than the (unique) event id are dictionary-encoded: a
+    # dictionary of unique ids or of continuous numbers only costs time and space.
+    dictionary = [
+        f.name for f in ordered.schema if pa.types.is_string(f.type) and f.name != "event_id"
+    ]
     sink = pa.BufferOutputStream()
-    pq.write_table(ordered, sink, compression="zstd", use_dictionary=True)
+    pq.write_table(ordered, sink, compression="zstd", use_dictionary=dictionary)
     return bytes(sink.getvalue().to_pybytes())
 
 
@@ -62,12 +84,16 @@ class VersionStorage:
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
 
-    def write(self, manifest: VersionManifest, table: pa.Table) -> StoredVersion:
-        """Store `table` as the version `manifest` describes, unless it is already sealed."""
+    def write(
+        self, manifest: VersionManifest, table: pa.Table, data: Future[bytes] | None = None
+    ) -> StoredVersion:
+        """Store `table` as the version `manifest` describes, unless it is already sealed
+        (`data`: its `parquet_bytes`, if already being computed)."""
         paths = version_paths(manifest.dataset, manifest.version_id)
         if self.store.exists(paths.manifest):
             return StoredVersion(self.read_manifest(paths.manifest), created=False)
-        self.store.put_bytes(paths.data, parquet_bytes(table))  # atomic, replaces an orphan
+        parquet = data.result() if data is not None else parquet_bytes(table)
+        self.store.put_bytes(paths.data, parquet)  # atomic, replaces an orphan
         created = self.store.put_if_absent(paths.manifest, manifest.canonical_json().encode())
         if not created:  # another writer sealed the same content in between
             return StoredVersion(self.read_manifest(paths.manifest), created=False)
@@ -123,19 +149,26 @@ def seal_version(
     created_at_ms: int,
 ) -> StoredVersion:
     """Profile `table`, assess it against its parent's profile (PSI and null-rate
-    thresholds), build its manifest and store it. CPU-bound: run it off the event loop."""
+    thresholds), build its manifest and store it. CPU-bound: run it off the event loop.
+
+    The rows are sorted by event id once, for both the data file and the content hash,
+    and the Parquet encoding (Arrow's, outside the GIL) runs on a second thread while
+    this one profiles and hashes."""
     psi_threshold, null_rate_jump = thresholds
     reference = parent.profile() if parent else None
-    manifest = build_manifest(
-        schema,
-        table,
-        parent_version_id=parent.version_id if parent else None,
-        profile=profile_table(table),
-        assessment=assess_against_reference(reference, table, psi_threshold, null_rate_jump),
-        source_offsets=source_offsets,
-        created_at_ms=created_at_ms,
-    )
-    return storage.write(manifest, table)
+    table = by_event_id(table)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet") as pool:
+        data = pool.submit(_parquet, table)  # sorted just above
+        manifest = build_manifest(
+            schema,
+            table,
+            parent_version_id=parent.version_id if parent else None,
+            profile=profile_table(table),
+            assessment=assess_against_reference(reference, table, psi_threshold, null_rate_jump),
+            source_offsets=source_offsets,
+            created_at_ms=created_at_ms,
+        )
+        return storage.write(manifest, table, data)
 
 
 def rebuild_watermarks(manifests: Iterable[VersionManifest]) -> SealedWatermarks:
@@ -167,3 +200,39 @@ def known_categories(manifests: Iterable[VersionManifest]) -> dict[str, dict[str
             if feature.kind == "categorical":
                 per_feature.setdefault(feature.name, set()).update(feature.category_counts)
     return known
+
+
+@dataclass
+class SealedState:
+    """What the manifests say, as the ingest loop uses it: the sealed watermarks, the
+    highest of them per partition (records above it need no per-record check), each
+    dataset's head version and the categories already accepted."""
+
+    watermarks: SealedWatermarks = field(default_factory=SealedWatermarks)
+    ceiling: dict[tuple[str, int], int] = field(default_factory=dict)
+    heads: dict[str, VersionManifest] = field(default_factory=dict)
+    known: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, manifests: Sequence[VersionManifest]) -> SealedState:
+        state = cls(
+            watermarks=rebuild_watermarks(manifests),
+            heads=head_versions(manifests),
+            known=known_categories(manifests),
+        )
+        for manifest in manifests:
+            state._raise_ceiling(manifest.source_offsets)
+        return state
+
+    def sealed(self, manifest: VersionManifest, rows: Sequence[OffsetRange]) -> None:
+        """`manifest` is durable and announced; `rows`: the offsets of the rows it took
+        (the same as its own unless it was already stored by an earlier seal)."""
+        ranges = [*manifest.source_offsets, *rows]
+        self.heads[manifest.dataset] = manifest
+        self.watermarks.update(manifest.dataset, ranges)
+        self._raise_ceiling(ranges)
+
+    def _raise_ceiling(self, ranges: Iterable[OffsetRange]) -> None:
+        for r in ranges:
+            key = (r.topic, r.partition)
+            self.ceiling[key] = max(self.ceiling.get(key, -1), r.last_offset)

@@ -1,28 +1,37 @@
 """Validate a batch of data events against their declared schemas, vectorised.
 
-One Python pass turns decoded `DataEvent`s into columns (`columns_from_events`); every
-rule after that is an array operation over the whole batch, so the cost per record stays
-flat as rules are added. Each input record ends up either as one row of its dataset's
-canonical table or as one `Rejection` listing every reason code that applies, indexed by
-its position in the input, so the caller can dead-letter it with its original bytes.
-Nothing is dropped silently: `accepted_count + rejected_count == total` always.
+The batch is first turned into flat columns (`FlatEvents`): straight from the Kafka
+payloads by `wire.decode_flat` (`validate_payloads`, the ingest loop's path), or from
+decoded `DataEvent`s (`validate_batch`, for callers that hold messages, such as the HTTP
+API); both give the same result. Every rule after that is an array operation over the
+whole batch, so the cost per record stays flat as rules are added. Each input record
+ends up either as one row of its dataset's canonical table or as one `Rejection`
+listing every reason code that applies, indexed by its position in the input, so the
+caller can dead-letter it with its original bytes. Nothing is dropped silently:
+`accepted_count + rejected_count == total` always.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from google.protobuf.message import DecodeError
 
 from driftloop.v1.events_pb2 import DataEvent, RejectionReason
-from services.ingest.columns import EventColumns, columns_from_events
+from services.ingest.columns import (
+    EventColumns,
+    FlatEvents,
+    columns_from_events,
+    columns_from_flat,
+    flat_from_events,
+)
 from services.ingest.rules import Code, Flag, evaluate_rules
 from services.ingest.schema import DatasetSchema
+from services.ingest.wire import Undecodable, decode_events, decode_flat
 
 __all__ = [
     "AcceptedRows",
@@ -36,14 +45,9 @@ __all__ = [
     "columns_from_events",
     "decode_events",
     "validate_batch",
+    "validate_flat",
+    "validate_payloads",
 ]
-
-
-@dataclass(frozen=True)
-class Undecodable:
-    """Stands in for a record whose bytes are not a `DataEvent`."""
-
-    error: str
 
 
 @dataclass(frozen=True)
@@ -113,21 +117,15 @@ class ValidationResult:
         return dict(sorted(counts.items()))
 
 
-def decode_events(payloads: Sequence[bytes | None]) -> list[DataEvent | Undecodable]:
-    """Parse Kafka record values; a bad or absent value becomes `Undecodable`, never raises."""
-    out: list[DataEvent | Undecodable] = []
-    for payload in payloads:
-        if payload is None:
-            out.append(Undecodable("record has no value"))
-            continue
-        event = DataEvent()
-        try:
-            event.ParseFromString(payload)
-        except (DecodeError, ValueError) as exc:
-            out.append(Undecodable(str(exc) or "not a driftloop.v1.DataEvent"))
-        else:
-            out.append(event)
-    return out
+def validate_payloads(
+    payloads: Sequence[bytes | None],
+    schemas: Mapping[str, DatasetSchema],
+    now_ms: int,
+    contexts: Mapping[str, DatasetContext] | None = None,
+) -> ValidationResult:
+    """`validate_batch` of Kafka record values, decoded column-wise (`wire.decode_flat`):
+    the same result as `validate_batch(decode_events(payloads), ...)`, several times faster."""
+    return validate_flat(decode_flat(payloads), schemas, now_ms, contexts)
 
 
 def validate_batch(
@@ -136,49 +134,65 @@ def validate_batch(
     now_ms: int,
     contexts: Mapping[str, DatasetContext] | None = None,
 ) -> ValidationResult:
-    """Validate `records` (mixed datasets) at ingest time `now_ms` (epoch ms).
+    """Validate `records` (mixed datasets) at ingest time `now_ms` (epoch ms)."""
+    flat = flat_from_events([r if isinstance(r, DataEvent) else None for r in records])
+    errors = {i: r.error for i, r in enumerate(records) if isinstance(r, Undecodable)}
+    return validate_flat(replace(flat, errors=errors), schemas, now_ms, contexts)
 
-    Record-level failures (undecodable, no or unknown dataset) are settled here; the rest
-    are grouped by dataset and checked column-wise by `services.ingest.rules`.
-    """
-    rejected: list[Rejection] = []
-    groups: dict[str, tuple[list[int], list[DataEvent]]] = {}
-    for i, record in enumerate(records):
-        if isinstance(record, Undecodable):
-            rejected.append(Rejection(i, (Reason(Code.DECODE_ERROR, "", record.error),)))
-        elif not record.dataset:
+
+def validate_flat(
+    flat: FlatEvents,
+    schemas: Mapping[str, DatasetSchema],
+    now_ms: int,
+    contexts: Mapping[str, DatasetContext] | None = None,
+) -> ValidationResult:
+    """Record-level failures (undecodable, no or unknown dataset) are settled here; the rest
+    are grouped by dataset and checked column-wise by `services.ingest.rules`."""
+    rejected = [
+        Rejection(i, (Reason(Code.DECODE_ERROR, "", error),)) for i, error in flat.errors.items()
+    ]
+    decoded = np.ones(flat.n, dtype=bool)
+    decoded[list(flat.errors)] = False
+    encoded = flat.dataset.dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    groups: dict[str, np.ndarray] = {}
+    for code, name in enumerate(encoded.dictionary.to_pylist()):
+        positions = np.flatnonzero((codes == code) & decoded)
+        if not positions.size:
+            continue
+        if name in schemas:
+            groups[name] = positions
+            continue
+        ids = flat.event_id.take(pa.array(positions)).to_pylist()
+        if not name:
             reason = Reason(Code.MISSING_FIELD, "dataset", "dataset is empty")
-            rejected.append(Rejection(i, (reason,), event_id=record.event_id))
-        elif record.dataset not in schemas:
-            message = f"no dataset named {record.dataset[:100]!r} is declared"
-            reason = Reason(Code.UNKNOWN_DATASET, "dataset", message)
-            rejected.append(Rejection(i, (reason,), record.dataset, record.event_id))
         else:
-            positions, events = groups.setdefault(record.dataset, ([], []))
-            positions.append(i)
-            events.append(record)
+            message = f"no dataset named {name[:100]!r} is declared"
+            reason = Reason(Code.UNKNOWN_DATASET, "dataset", message)
+        rejected += [
+            Rejection(int(i), (reason,), name, e) for i, e in zip(positions, ids, strict=True)
+        ]
 
     accepted: dict[str, AcceptedRows] = {}
-    for name, (positions, events) in groups.items():
+    for name, positions in groups.items():
         context = (contexts or {}).get(name, DatasetContext())
-        rows, rejections = _validate_dataset(
-            schemas[name], events, np.asarray(positions, dtype=np.int64), now_ms, context
-        )
+        subset = flat if positions.size == flat.n else flat.take(positions)
+        rows, rejections = _validate_dataset(schemas[name], subset, positions, now_ms, context)
         if rows.table.num_rows:
             accepted[name] = rows
         rejected.extend(rejections)
     rejected.sort(key=lambda r: r.index)
-    return ValidationResult(total=len(records), accepted=accepted, rejected=rejected)
+    return ValidationResult(total=flat.n, accepted=accepted, rejected=rejected)
 
 
 def _validate_dataset(
     schema: DatasetSchema,
-    events: Sequence[DataEvent],
+    flat: FlatEvents,
     positions: np.ndarray,
     now_ms: int,
     context: DatasetContext,
 ) -> tuple[AcceptedRows, list[Rejection]]:
-    columns = columns_from_events(schema, events)
+    columns = columns_from_flat(schema, flat)
     flags = evaluate_rules(
         schema, columns, now_ms, context.seen_event_ids, context.known_categories
     )

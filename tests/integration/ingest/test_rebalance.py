@@ -337,14 +337,6 @@ def _partition(key: str) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="IngestPipeline.on_assigned re-reads the manifests only when the member consumed "
-    "something since its last assignment: an idle member keeps stale sealed watermarks, "
-    "takes over a killed member's partitions from the committed offsets and seals the "
-    "records of the killed member's last (uncommitted) version a second time. Fix: call "
-    "`await self._reload()` on every assignment, outside the `if`.",
-)
 async def test_an_idle_member_takes_over_after_a_kill_between_seal_and_commit(
     stack: Settings, tmp_path: Path, members: list[Member]
 ) -> None:

@@ -1,0 +1,305 @@
+"""One polled batch through the ingest loop's per-record half, in two steps: `check`
+(skip what is already sealed, validate, start claiming the accepted event ids) and
+`finish` (wait for the claims, add the claimed rows to their dataset's pending rows,
+dead-letter the rest and wait for those acks).
+
+The loop finishes a batch only after polling and decoding the next one, so the Redis
+round trip overlaps work that depends on nothing before it; validation of the next
+batch still waits for the finish, so it sees exactly the ids and categories it would see
+if each batch went through in one go. Every step works on the whole batch as columns
+(`wire.decode_flat`, `validate_flat`, one dedup round trip per dataset and chunk); the
+only per-record Python left is for rejected records, whose dead letters carry their
+original bytes. Sealing and commits are `pipeline`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from opentelemetry import metrics
+
+from driftloop.v1.events_pb2 import RejectedEvent
+from services.common.feature_store import OnlineFeatureStore
+from services.common.kafka import ProtobufProducer
+from services.common.logging import get_logger
+from services.ingest.columns import FlatEvents
+from services.ingest.dedup import Claims, EventDedup
+from services.ingest.pending import PendingRows, SourceBatch
+from services.ingest.schema import DatasetSchema
+from services.ingest.sealing import OffsetTracker, SealedWatermarks
+from services.ingest.validation import (
+    Code,
+    DatasetContext,
+    Reason,
+    Rejection,
+    ValidationResult,
+    validate_flat,
+)
+
+__all__ = ["InFlight", "Intake", "PipelineStats", "rejected_event", "update_online_features"]
+
+_log = get_logger(__name__)
+Known = dict[str, dict[str, set[str]]]  # dataset -> feature -> accepted categories
+
+
+@dataclass
+class PipelineStats:
+    consumed: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    replay_skipped: int = 0  # at or below a sealed watermark: already in a version
+    versions: int = 0
+    sealed_rows: int = 0
+
+
+async def update_online_features(
+    store: OnlineFeatureStore, dataset: str, table: pa.Table
+) -> int | None:
+    """Write the latest accepted features to the online store; the number of keys
+    written, or None when Redis failed. A fast path only: a failure is logged, never
+    raised, and never holds back sealing or commits (`driftloop datasets
+    rebuild-features` restores the store from the sealed versions)."""
+    try:
+        return await asyncio.to_thread(store.write_latest, dataset, table)
+    except Exception as exc:  # any failure here must not stop ingest
+        _log.warning(
+            "features.write_failed",
+            dataset=dataset,
+            rows=table.num_rows,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        return None
+
+
+@dataclass
+class InFlight:
+    """A checked batch: validated, its accepted ids counted as seen and its new categories
+    as known already, its claims started (`Intake.claim`) but not yet finished."""
+
+    batch: SourceBatch  # its records still to process (replays of sealed ones left out)
+    flat: FlatEvents  # the same records, decoded (to validate again, see `Intake.recheck`)
+    tracker: OffsetTracker  # every record polled: holds the commit back until finished
+    now: int
+    result: ValidationResult = field(init=False)
+    added_ids: dict[str, list[str]] = field(default_factory=dict)
+    added_categories: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    claims: dict[str, tuple[pa.Array, asyncio.Task[np.ndarray]]] = field(default_factory=dict)
+
+
+class Intake:
+    """Turns polled batches into pending rows (dataset -> rows not yet in a version):
+    `check` validates a batch, `claim` starts claiming its accepted ids in Redis, `finish`
+    waits for the claims, makes the claimed rows pending and dead-letters the rest.
+
+    The loop checks batch k+1 before it finishes batch k, so that the Redis round trip of
+    k's claims overlaps the polling, decoding and validation of k+1. The result is the
+    same as checking k+1 after finishing k: `check` counts a batch's accepted ids as seen
+    and its new categories as known at once, which is exactly what finishing it does
+    unless one of its claims fails; then `finish` takes those back and reports it, and
+    the loop validates k+1 again (`recheck`) before claiming anything of it.
+    """
+
+    def __init__(
+        self,
+        *,
+        producer: ProtobufProducer,
+        dedup: EventDedup,
+        schemas: Mapping[str, DatasetSchema],
+        rejected_topic: str,
+        service_name: str,
+        meter: metrics.Meter,
+        stats: PipelineStats,
+        features: OnlineFeatureStore | None = None,
+    ) -> None:
+        self._producer, self._dedup, self._schemas = producer, dedup, schemas
+        self._rejected_topic, self._service, self._features = rejected_topic, service_name, features
+        self._stats = stats
+        self._rejected_total = meter.create_counter(
+            "driftloop.ingest.rejected", unit="{record}", description="dead-lettered, per reason"
+        )
+        self._accepted_total = meter.create_counter("driftloop.ingest.accepted", unit="{record}")
+
+    def check(
+        self,
+        batch: SourceBatch,
+        flat: FlatEvents,
+        *,
+        unsealed: dict[str, set[str]],
+        known: Known,
+        watermarks: SealedWatermarks,
+        ceiling: Mapping[tuple[str, int], int],
+        now: int,
+    ) -> InFlight:
+        """Skip what is already sealed and validate the rest. `unsealed`: per dataset the
+        ids of its rows not yet in a durable version (pending, being sealed, or accepted
+        by the batch in flight); this batch's accepted ids are added to it, and its new
+        categories to `known`."""
+        self._stats.consumed += len(batch)
+        tracker = OffsetTracker()
+        batch.add_to(tracker)
+        decoded = np.ones(flat.n, dtype=bool)
+        decoded[list(flat.errors)] = False
+        keep = batch.not_yet_sealed(flat.dataset, decoded, watermarks, ceiling)
+        self._stats.replay_skipped += len(batch) - keep.size
+        if keep.size < len(batch):
+            batch, flat = batch.take(keep), flat.take(keep)
+        flight = InFlight(batch, flat, tracker, now)
+        self._validate(flight, unsealed, known)
+        return flight
+
+    def recheck(self, flight: InFlight, unsealed: dict[str, set[str]], known: Known) -> None:
+        """Validate `flight` again (its claims not started), against the corrected
+        `unsealed` and `known` of the batch before it."""
+        _take_back(unsealed, known, flight.added_ids, flight.added_categories)
+        self._validate(flight, unsealed, known)
+
+    def _validate(self, flight: InFlight, unsealed: dict[str, set[str]], known: Known) -> None:
+        contexts = {
+            name: DatasetContext(unsealed.get(name, frozenset()), known.get(name, {}))
+            for name in self._schemas
+        }
+        flight.result = validate_flat(flight.flat, self._schemas, flight.now, contexts)
+        flight.added_ids, flight.added_categories = {}, {}
+        for name, rows in flight.result.accepted.items():
+            ids = rows.table.column("event_id").to_pylist()
+            unsealed.setdefault(name, set()).update(ids)
+            flight.added_ids[name] = ids
+            flight.added_categories[name] = _add_categories(
+                self._schemas[name], rows.table, known.setdefault(name, {})
+            )
+
+    def claim(self, flight: InFlight, restore: Mapping[str, Claims]) -> None:
+        """Start claiming the accepted ids (`restore`: per dataset the claims of its
+        unsealed rows, re-made if Redis lost them)."""
+        for name, rows in flight.result.accepted.items():
+            ids = rows.table.column("event_id").combine_chunks()
+            owners = flight.batch.owners(rows.indices)
+            # Validation let no id through twice in a batch.
+            claim = self._dedup.claim(name, ids, owners, restore.get(name, ()), distinct=True)
+            flight.claims[name] = (owners, asyncio.ensure_future(claim))
+
+    async def finish(
+        self,
+        flight: InFlight,
+        pending: dict[str, PendingRows],
+        unsealed: dict[str, set[str]],
+        known: Known,
+    ) -> bool:
+        """Wait for the claims, add the claimed rows to their dataset's pending rows,
+        dead-letter everything else and wait for those acks. True when a claim failed:
+        its id and categories were taken back from `unsealed` and `known`."""
+        rejections = list(flight.result.rejected)
+        now, taken_back = flight.now, False
+        for name, rows in flight.result.accepted.items():
+            owners, claim = flight.claims[name]
+            duplicate = await claim
+            keep = np.flatnonzero(~duplicate)
+            table = rows.table
+            if duplicate.any():
+                table, owners = table.take(pa.array(keep)), owners.take(pa.array(keep))
+                taken_back = True
+                ids = flight.added_ids[name]
+                lost = {name: [ids[j] for j in np.flatnonzero(duplicate).tolist()]}
+                categories = flight.added_categories[name]
+                still = _categories(self._schemas[name], table)
+                dropped = {f: values - still.get(f, set()) for f, values in categories.items()}
+                _take_back(unsealed, known, lost, {name: dropped})
+            if table.num_rows:
+                dataset = pending.setdefault(name, PendingRows(received_ms=now))
+                dataset.add(table, owners, flight.batch, rows.indices[keep])
+                if self._features is not None:
+                    await update_online_features(self._features, name, table)
+                self._stats.accepted += table.num_rows
+                self._accepted_total.add(table.num_rows, {"dataset": name})
+            reason = Reason(Code.DUPLICATE_EVENT_ID, "event_id", "accepted in an earlier batch")
+            ids_column = rows.table.column("event_id")
+            rejections += [
+                Rejection(int(rows.indices[j]), (reason,), name, ids_column[j].as_py())
+                for j in np.flatnonzero(duplicate).tolist()
+            ]
+        rejections.sort(key=lambda r: r.index)
+        await self._dead_letter(flight.batch, rejections, now)
+        return taken_back
+
+    @staticmethod
+    async def drop(flight: InFlight, unsealed: dict[str, set[str]], known: Known) -> None:
+        """Forget a checked batch (it is consumed again): let its claims end first. Its
+        claims name its records' own positions, so a replay re-makes them."""
+        _take_back(unsealed, known, flight.added_ids, flight.added_categories)
+        tasks = [claim for _, claim in flight.claims.values()]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _dead_letter(
+        self, batch: SourceBatch, rejections: Sequence[Rejection], now: int
+    ) -> None:
+        """Send every rejection with its original bytes and wait for the acks."""
+        if not rejections:
+            return
+        items = [
+            (batch.keys[x.index], rejected_event(batch, x, self._service, now)) for x in rejections
+        ]
+        await asyncio.gather(*await self._producer.send_many(self._rejected_topic, items))
+        counts: dict[str, int] = {}
+        for rejection in rejections:
+            for code in set(rejection.codes):
+                counts[code] = counts.get(code, 0) + 1
+        for code, n in counts.items():
+            self._rejected_total.add(n, {"reason": code})
+        self._stats.rejected += len(rejections)
+        _log.info("records.rejected", count=len(rejections), reasons=dict(sorted(counts.items())))
+
+
+def _categories(schema: DatasetSchema, table: pa.Table) -> dict[str, set[str]]:
+    return {
+        feature: set(pc.unique(pc.drop_null(table.column(feature))).to_pylist())
+        for feature in schema.categorical
+    }
+
+
+def _add_categories(
+    schema: DatasetSchema, table: pa.Table, known: dict[str, set[str]]
+) -> dict[str, set[str]]:
+    """Add the categories of `table` to `known`; those that were new, per feature."""
+    added = {}
+    for feature, values in _categories(schema, table).items():
+        have = known.setdefault(feature, set())
+        added[feature] = values - have
+        have |= added[feature]
+    return added
+
+
+def _take_back(
+    unsealed: dict[str, set[str]],
+    known: Known,
+    ids: Mapping[str, list[str]],
+    categories: Mapping[str, Mapping[str, set[str]]],
+) -> None:
+    for name, values in ids.items():
+        unsealed.get(name, set()).difference_update(values)
+    for name, per_feature in categories.items():
+        for feature, added in per_feature.items():
+            known.get(name, {}).get(feature, set()).difference_update(added)
+
+
+def rejected_event(
+    batch: SourceBatch, rejection: Rejection, service: str, now: int
+) -> RejectedEvent:
+    """The dead letter of record `rejection.index` of `batch`, with its original bytes."""
+    topic, partition, offset = batch.source(rejection.index)
+    return RejectedEvent(
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        original_key=batch.keys[rejection.index] or b"",
+        original_value=batch.values[rejection.index] or b"",
+        reasons=[reason.to_proto() for reason in rejection.reasons],
+        dataset=rejection.dataset,
+        event_id=rejection.event_id,
+        service=service,
+        rejected_at_ms=now,
+    )
