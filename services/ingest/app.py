@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from services.common.feature_store import OnlineFeatureStore
 from services.common.http_server import embedded_server
 from services.common.kafka import check_kafka, create_consumer, create_producer
 from services.common.logging import configure_logging, get_logger
-from services.common.redis_client import async_redis, check_redis, sync_redis
+from services.common.redis_client import check_redis, sync_redis
 from services.common.settings import Settings, load_settings
 from services.common.telemetry import setup_telemetry
 from services.ingest.config import IngestSettings
@@ -51,13 +52,13 @@ async def run(settings: Settings, ingest: IngestSettings, *, http: bool = False)
     await check_kafka(settings)
     await asyncio.to_thread(check_redis, settings)
     storage = VersionStorage(ArtifactStore.from_settings(settings))
-    redis = async_redis(settings)
     telemetry = setup_telemetry(settings)
 
     async def sealed_ids(dataset: str, since_ms: int) -> list[str]:
         return await asyncio.to_thread(storage.event_ids, dataset, since_ms)
 
-    dedup = EventDedup(redis, sealed_ids, ingest.dedup_ttl_s, now_ms=wall_clock_ms)
+    dedup_redis = sync_redis(settings)  # claims are sent from a worker thread (dedup.py)
+    dedup = EventDedup(dedup_redis, sealed_ids, ingest.dedup_ttl_s, now_ms=wall_clock_ms)
     # Short timeouts: the online feature store is a fast path that must not stall a batch.
     features_redis = sync_redis(settings, connect_timeout_s=1, timeout_s=2)
     features = OnlineFeatureStore(features_redis, schemas=schemas)
@@ -86,6 +87,10 @@ async def run(settings: Settings, ingest: IngestSettings, *, http: bool = False)
     server = _http_server(settings, ingest) if http else None
     async with producer, consumer:
         await pipeline.recover()
+        # Start-up objects (imports, schemas, the recovered state) never die: out of the
+        # collector's view, full collections only walk what the stream allocates.
+        gc.collect()
+        gc.freeze()
         _log.info(
             "ingest.started",
             topic=settings.topics.data_events,
@@ -100,7 +105,7 @@ async def run(settings: Settings, ingest: IngestSettings, *, http: bool = False)
             if server is not None and serving is not None:
                 server.should_exit = True
                 await serving
-            await redis.aclose()
+            dedup_redis.close()
             features_redis.close()
     _log.info("ingest.stopped", **vars(pipeline.stats))
     telemetry.shutdown()

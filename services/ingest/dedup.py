@@ -59,7 +59,7 @@ from typing import TypeAlias
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import redis.asyncio as aioredis
+from redis import Redis
 
 from services.common.logging import get_logger
 
@@ -180,7 +180,7 @@ class EventDedup:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Redis,
         sealed_ids: SealedIds,
         ttl_s: int,
         *,
@@ -204,7 +204,12 @@ class EventDedup:
     async def _run(self, dataset: str, pairs: bytes, mode: str) -> bytes | int:
         keys, bucket = self._keys(dataset)
         args: list[str | int | bytes] = [bucket, self._ttl_s, pairs, mode]
-        result: bytes | int = await self._claim(keys=keys, args=args)
+        # A worker thread, not redis.asyncio: a claim carries ~50 bytes an id (250 KB a
+        # chunk), and an asyncio write of that size only goes out as the event loop turns,
+        # i.e. after the loop's next CPU-bound stretch (decoding and validating the next
+        # batch), which then waited for Redis. A blocking send from a thread goes out at
+        # once and the round trip overlaps that work (the socket calls release the GIL).
+        result: bytes | int = await asyncio.to_thread(self._claim, keys=keys, args=args)
         return result
 
     async def claim(
@@ -247,7 +252,7 @@ class EventDedup:
         ready = self._ready_key(dataset)
         for _ in range(_MAX_REBUILDS):
             token = f"rebuilding:{uuid.uuid4().hex}"
-            await self._redis.set(ready, token)
+            await asyncio.to_thread(self._redis.set, ready, token)
             since_ms = self._now_ms() - self._ttl_s * 1000
             sealed = list(await self._sealed_ids(dataset, since_ms))
             claims: list[tuple[Strings, Strings]] = [(sealed, ["sealed"] * len(sealed))]
@@ -255,7 +260,7 @@ class EventDedup:
                 for start in range(0, len(ids), _CHUNK):
                     stop = min(start + _CHUNK, len(ids))
                     await self._run(dataset, _pairs(ids, owners, start, stop), "rebuild")
-            if await self._finish(keys=[ready], args=[token]):
+            if await asyncio.to_thread(self._finish, keys=[ready], args=[token]):
                 self.rebuilds += 1
                 _log.warning(
                     "dedup.rebuilt",
@@ -268,4 +273,4 @@ class EventDedup:
         raise DedupUnavailableError(f"could not rebuild the dedup index of {dataset!r}")
 
     async def is_ready(self, dataset: str) -> bool:
-        return bool(await self._redis.get(self._ready_key(dataset)) == _READY)
+        return bool(await asyncio.to_thread(self._redis.get, self._ready_key(dataset)) == _READY)

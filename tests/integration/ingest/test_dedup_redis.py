@@ -8,14 +8,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import redis.asyncio as aioredis
+from redis import Redis
 
-from services.common.redis_client import async_redis
+from services.common.redis_client import async_redis, sync_redis
 from services.common.settings import Settings
 from services.ingest.dedup import EventDedup, owner_of
 
@@ -44,15 +45,23 @@ async def redis(stack: Settings) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+@pytest.fixture
+def claims_client(stack: Settings) -> Iterator[Redis]:
+    """The kind of client the service claims with (used from a worker thread)."""
+    client = sync_redis(stack)
+    yield client
+    client.close()
+
+
 def _prefix() -> str:
     return f"test:dedup:{uuid.uuid4().hex}"
 
 
 def _dedup(
-    redis: aioredis.Redis, prefix: str, sealed: SealedVersions | None = None, ttl_s: int = 600
+    client: Redis, prefix: str, sealed: SealedVersions | None = None, ttl_s: int = 600
 ) -> EventDedup:
     return EventDedup(
-        redis,
+        client,
         sealed or SealedVersions(),
         ttl_s,
         prefix=prefix,
@@ -71,9 +80,9 @@ async def _drop_index(redis: aioredis.Redis, prefix: str) -> None:
     await redis.delete(*keys)
 
 
-async def test_new_ids_replays_and_other_owners(redis: aioredis.Redis) -> None:
+async def test_new_ids_replays_and_other_owners(claims_client: Redis) -> None:
     prefix = _prefix()
-    dedup = _dedup(redis, prefix)
+    dedup = _dedup(claims_client, prefix)
     ids = [f"e{i}" for i in range(100)]
     owners = _owners(0, 0, 100)
 
@@ -95,8 +104,8 @@ async def test_new_ids_replays_and_other_owners(redis: aioredis.Redis) -> None:
     assert not (await dedup.claim("other", ids, _owners(1, 0, 100), [])).any()
 
 
-async def test_repeats_within_a_chunk_and_across_chunks(redis: aioredis.Redis) -> None:
-    dedup = _dedup(redis, _prefix())
+async def test_repeats_within_a_chunk_and_across_chunks(claims_client: Redis) -> None:
+    dedup = _dedup(claims_client, _prefix())
     # 12,000 ids in one call: three Lua chunks of 5,000. Every 7th id repeats an id
     # from 5,001 places earlier (the chunk before), every 11th one from 3 places earlier
     # (the same chunk), with a different owner; a repeat with the *same* owner (the same
@@ -121,29 +130,29 @@ async def test_repeats_within_a_chunk_and_across_chunks(redis: aioredis.Redis) -
 
 
 async def test_two_replicas_racing_give_each_id_to_one_record(
-    stack: Settings, redis: aioredis.Redis
+    stack: Settings, claims_client: Redis
 ) -> None:
     prefix = _prefix()
-    other = async_redis(stack)
+    other = sync_redis(stack)
     try:
-        a, b = _dedup(redis, prefix), _dedup(other, prefix)
+        a, b = _dedup(claims_client, prefix), _dedup(other, prefix)
         ids = [f"race{i}" for i in range(20_000)]
         dup_a, dup_b = await asyncio.gather(
             a.claim(DATASET, ids, _owners(0, 0, len(ids)), [], distinct=True),
             b.claim(DATASET, ids, _owners(1, 0, len(ids)), [], distinct=True),
         )
     finally:
-        await other.aclose()
+        other.close()
     # Every id is accepted by exactly one of them.
     assert (dup_a ^ dup_b).all()
 
 
 async def test_a_lost_index_is_rebuilt_from_sealed_and_pending_ids(
-    redis: aioredis.Redis,
+    redis: aioredis.Redis, claims_client: Redis
 ) -> None:
     prefix = _prefix()
     sealed = SealedVersions([f"sealed{i}" for i in range(7_000)])
-    dedup = _dedup(redis, prefix, sealed, ttl_s=600)
+    dedup = _dedup(claims_client, prefix, sealed, ttl_s=600)
     pending_ids = [f"pending{i}" for i in range(300)]
     pending_owners = _owners(3, 1_000, 300)
     assert not (await dedup.claim(DATASET, pending_ids, pending_owners, [])).any()
@@ -176,12 +185,12 @@ async def test_a_lost_index_is_rebuilt_from_sealed_and_pending_ids(
 
 
 async def test_an_index_lost_during_its_rebuild_is_rebuilt_again(
-    redis: aioredis.Redis,
+    redis: aioredis.Redis, claims_client: Redis
 ) -> None:
     prefix = _prefix()
     sealed = SealedVersions(["s1", "s2"])
     sealed.on_read.append((redis, prefix))  # a flush while the rebuild reads the versions
-    dedup = _dedup(redis, prefix, sealed)
+    dedup = _dedup(claims_client, prefix, sealed)
 
     duplicate = await dedup.claim(DATASET, ["s1", "x"], _owners(0, 0, 2), [])
     assert duplicate.tolist() == [True, False]
@@ -191,10 +200,10 @@ async def test_an_index_lost_during_its_rebuild_is_rebuilt_again(
 
 @pytest.mark.slow
 async def test_ids_are_remembered_for_the_window_and_then_forgotten(
-    redis: aioredis.Redis,
+    redis: aioredis.Redis, claims_client: Redis
 ) -> None:
     prefix = _prefix()
-    dedup = _dedup(redis, prefix, ttl_s=1)
+    dedup = _dedup(claims_client, prefix, ttl_s=1)
     await dedup.claim(DATASET, ["old"], _owners(0, 0, 1), [])
     # Within the window a copy is refused; the bucket expires after at most two windows.
     assert (await dedup.claim(DATASET, ["old"], _owners(1, 0, 1), [])).all()
