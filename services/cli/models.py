@@ -84,13 +84,18 @@ def list_models(model: ModelOpt = None, as_json: JsonOpt = False) -> None:
             for version in registry.versions(name):
                 m = registry.manifest(name, version)
                 gate = m.gate_report or {}
-                rows.append({
-                    "model": name, "version": version, "framework": m.framework,
-                    "aliases": sorted(a for a, v in aliases.items() if v == version),
-                    "gate": "passed" if gate.get("passed") else ("failed" if gate else "-"),
-                    "metrics": m.metrics, "created": _when(m.created_at_ms),
-                    "datasets": len(m.training_datasets),
-                })
+                rows.append(
+                    {
+                        "model": name,
+                        "version": version,
+                        "framework": m.framework,
+                        "aliases": sorted(a for a, v in aliases.items() if v == version),
+                        "gate": "passed" if gate.get("passed") else ("failed" if gate else "-"),
+                        "metrics": m.metrics,
+                        "created": _when(m.created_at_ms),
+                        "datasets": len(m.training_datasets),
+                    }
+                )
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -98,12 +103,21 @@ def list_models(model: ModelOpt = None, as_json: JsonOpt = False) -> None:
     for col in ("model", "version", "aliases", "gate", "framework", "metrics", "created"):
         table.add_column(col)
     for r in rows:
-        metrics = ", ".join(f"{k.removeprefix('holdout_')}={v:.4f}"
-                            for k, v in sorted(r["metrics"].items()))
+        metrics = ", ".join(
+            f"{k.removeprefix('holdout_')}={v:.4f}" for k, v in sorted(r["metrics"].items())
+        )
         gate_cell = {"passed": "[green]passed[/green]", "failed": "[red]failed[/red]"}.get(
-            r["gate"], "-")
-        table.add_row(r["model"], str(r["version"]), ", ".join(r["aliases"]), gate_cell,
-                      r["framework"], metrics, r["created"])
+            r["gate"], "-"
+        )
+        table.add_row(
+            r["model"],
+            str(r["version"]),
+            ", ".join(r["aliases"]),
+            gate_cell,
+            r["framework"],
+            metrics,
+            r["created"],
+        )
     out.print(table)
 
 
@@ -117,12 +131,21 @@ def show(version: str, model: ModelOpt = None, as_json: JsonOpt = False) -> None
     if as_json:
         out.print_json(manifest.to_json())
         return
-    out.print(f"[bold]{name}[/bold] v{manifest.version} ({manifest.framework}, "
-              f"{manifest.artifact.format}, {manifest.artifact.size} bytes)", highlight=False)
-    out.print(f"created {_when(manifest.created_at_ms)}  code {manifest.code_version}  "
-              f"seed {manifest.seed}", highlight=False)
-    out.print(f"trained on {len(manifest.training_datasets)} dataset versions: "
-              + ", ".join(v[:12] for v in manifest.training_datasets), highlight=False)
+    out.print(
+        f"[bold]{name}[/bold] v{manifest.version} ({manifest.framework}, "
+        f"{manifest.artifact.format}, {manifest.artifact.size} bytes)",
+        highlight=False,
+    )
+    out.print(
+        f"created {_when(manifest.created_at_ms)}  code {manifest.code_version}  "
+        f"seed {manifest.seed}",
+        highlight=False,
+    )
+    out.print(
+        f"trained on {len(manifest.training_datasets)} dataset versions: "
+        + ", ".join(v[:12] for v in manifest.training_datasets),
+        highlight=False,
+    )
     gate = manifest.gate_report or {}
     if gate:
         table = Table(title=f"gate: {'passed' if gate.get('passed') else 'failed'}")
@@ -130,13 +153,20 @@ def show(version: str, model: ModelOpt = None, as_json: JsonOpt = False) -> None
             table.add_column(col)
         for check in gate.get("checks", []):  # type: ignore[union-attr]
             c = dict(check)  # type: ignore[arg-type]
-            table.add_row(str(c["name"]), "✓" if c["passed"] else "✗", str(c.get("value")),
-                          str(c.get("threshold")), str(c.get("detail")))
+            table.add_row(
+                str(c["name"]),
+                "✓" if c["passed"] else "✗",
+                str(c.get("value")),
+                str(c.get("threshold")),
+                str(c.get("detail")),
+            )
         out.print(table)
     profile = manifest.reference_profile
-    out.print(f"reference profile: {profile.row_count} rows, {len(profile.numeric)} numeric, "
-              f"{len(profile.categorical)} categorical, base rate {profile.base_rate}",
-              highlight=False)
+    out.print(
+        f"reference profile: {profile.row_count} rows, {len(profile.numeric)} numeric, "
+        f"{len(profile.categorical)} categorical, base rate {profile.base_rate}",
+        highlight=False,
+    )
 
 
 def _publish(events: list[pb.ModelEvent]) -> None:
@@ -147,14 +177,16 @@ def _publish(events: list[pb.ModelEvent]) -> None:
     async def send() -> None:
         async with create_producer(settings) as producer:
             for event in events:
-                await producer.send_and_wait(settings.topics.models_events, event,
-                                             key=event.model)
+                await producer.send_and_wait(settings.topics.models_events, event, key=event.model)
 
     try:
         asyncio.run(asyncio.wait_for(send(), timeout=30))
     except Exception as exc:
-        err.print(f"[bold red]error:[/bold red] the alias moved, but its ModelEvent was not "
-                  f"published to {settings.topics.models_events}: {exc}", highlight=False)
+        err.print(
+            f"[bold red]error:[/bold red] the alias moved, but its ModelEvent was not "
+            f"published to {settings.topics.models_events}: {exc}",
+            highlight=False,
+        )
         raise typer.Exit(1) from None
 
 
@@ -166,15 +198,32 @@ def _move_champion(name: str, version: int, kind: int, reason: str, verb: str) -
     actor = default_actor()
     change = registry.set_alias(name, "champion", version, actor=actor, reason=reason)
     events = [
-        model_event(kind, name, reason=reason, actor=actor, version=version,
-                    alias="champion", previous_version=change.previous),
-        model_event(7, name, reason=reason, actor=actor, version=version,  # ALIAS_CHANGED
-                    alias="champion", previous_version=change.previous),
+        model_event(
+            kind,
+            name,
+            reason=reason,
+            actor=actor,
+            version=version,
+            alias="champion",
+            previous_version=change.previous,
+        ),
+        model_event(
+            7,
+            name,
+            reason=reason,
+            actor=actor,
+            version=version,  # ALIAS_CHANGED
+            alias="champion",
+            previous_version=change.previous,
+        ),
     ]
     if verb == "promoted" and registry.get_alias(name, "challenger") == version:
         registry.remove_alias(name, "challenger", actor=actor, reason=f"promoted: {reason}")
-    out.print(f"{verb} {name} v{version} to champion (was "
-              f"{'v' + str(change.previous) if change.previous else 'none'})", highlight=False)
+    out.print(
+        f"{verb} {name} v{version} to champion (was "
+        f"{'v' + str(change.previous) if change.previous else 'none'})",
+        highlight=False,
+    )
     _publish(events)
 
 
@@ -206,8 +255,13 @@ def rollback(model: ModelOpt = None, reason: ReasonOpt = "manual rollback") -> N
                 f"model {name!r} has no earlier champion to roll back to "
                 f"(champion: {'v' + str(current) if current else 'none'})"
             )
-        _move_champion(name, target, pb.MODEL_EVENT_TYPE_ROLLED_BACK,
-                       f"{ROLLBACK_PREFIX} {reason} (from v{current})", "rolled back")
+        _move_champion(
+            name,
+            target,
+            pb.MODEL_EVENT_TYPE_ROLLED_BACK,
+            f"{ROLLBACK_PREFIX} {reason} (from v{current})",
+            "rolled back",
+        )
 
 
 ROLLBACK_PREFIX = "rollback:"

@@ -51,16 +51,23 @@ def publish_sample(
         while (done := _sealed_rows(settings, dataset) - before) < events:
             progress.update(sealed, completed=done)
             if time.monotonic() > deadline:
-                err.print(f"[bold red]error:[/bold red] ingest sealed {done} of {events} rows "
-                          f"in {timeout_s:.0f} s: is `python -m services.ingest` running?")
+                err.print(
+                    f"[bold red]error:[/bold red] ingest sealed {done} of {events} rows "
+                    f"in {timeout_s:.0f} s: is `python -m services.ingest` running?"
+                )
                 raise typer.Exit(1)
             time.sleep(1.0)
         progress.update(sealed, completed=events)
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
 
 
 def _sealed_rows(settings: Settings, dataset: str) -> int:
@@ -79,8 +86,9 @@ async def _publish(
     await check_kafka(settings)
     async with create_producer(settings, linger_ms=5) as producer:
         for start in range(0, len(sample), 2_000):
-            chunk = sample[start:start + 2_000]
+            chunk = sample[start : start + 2_000]
             futures = await producer.send_many(
-                settings.topics.data_events, [(e.entity_key, e) for e in chunk])
+                settings.topics.data_events, [(e.entity_key, e) for e in chunk]
+            )
             await asyncio.gather(*futures)
             report(start + len(chunk))

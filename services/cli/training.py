@@ -43,11 +43,18 @@ def train(
     result = asyncio.run(_run(settings, TrainerSettings(), model, versions, reason))
     report = result.report
     if as_json:
-        out.print_json(json.dumps({
-            "status": result.status, "model": result.model, "reason": result.reason,
-            "version": result.version, "alias": result.alias,
-            "gate": report.to_json_dict() if report else None,
-        }))
+        out.print_json(
+            json.dumps(
+                {
+                    "status": result.status,
+                    "model": result.model,
+                    "reason": result.reason,
+                    "version": result.version,
+                    "alias": result.alias,
+                    "gate": report.to_json_dict() if report else None,
+                }
+            )
+        )
     else:
         colour = {"registered": "green", "skipped": "yellow", "failed": "red"}[result.status]
         line = f"[{colour}]{result.status}[/{colour}] {result.model}"
@@ -70,7 +77,10 @@ def train(
 
 
 async def _run(
-    settings: Settings, config: TrainerSettings, model: str, versions: list[str] | None,
+    settings: Settings,
+    config: TrainerSettings,
+    model: str,
+    versions: list[str] | None,
     reason: str,
 ) -> RunResult:
     from services.common.kafka import check_kafka, create_producer
@@ -82,7 +92,8 @@ async def _run(
     async with create_producer(settings) as producer:
         with err.status("starting", spinner="dots") as status:
             trainer = build_trainer(
-                settings, config,
+                settings,
+                config,
                 threadsafe_emitter(producer, settings.topics.models_events, loop),
                 progress=lambda msg: status.update(msg),
             )
@@ -92,7 +103,10 @@ async def _run(
                     f"(declared: {', '.join(sorted(trainer.specs)) or 'none'})"
                 )
             request = TrainRequest(
-                model=model, reason="manual", detail=reason or "driftloop train",
-                actor=default_actor(), version_ids=tuple(versions) if versions else None,
+                model=model,
+                reason="manual",
+                detail=reason or "driftloop train",
+                actor=default_actor(),
+                version_ids=tuple(versions) if versions else None,
             )
             return await asyncio.to_thread(trainer.run, request)

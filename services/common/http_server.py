@@ -21,5 +21,6 @@ class QuietServer(uvicorn.Server):
 def embedded_server(app: Any, host: str, port: int, lifespan: str = "off") -> QuietServer:
     """A server for `app` on host:port; `await server.serve()`, stop with `should_exit`."""
     # log_config=None: stdlib records go through configure_logging's handler
-    return QuietServer(uvicorn.Config(app, host=host, port=port, log_config=None,
-                                      lifespan=lifespan))  # type: ignore[arg-type]
+    return QuietServer(
+        uvicorn.Config(app, host=host, port=port, log_config=None, lifespan=lifespan)
+    )  # type: ignore[arg-type]

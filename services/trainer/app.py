@@ -90,8 +90,14 @@ def threadsafe_emitter(
 
 
 class TrainerService:
-    def __init__(self, settings: Settings, config: TrainerSettings, trainer: Trainer,
-                 producer: ProtobufProducer, states: dict[str, ModelState]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: TrainerSettings,
+        trainer: Trainer,
+        producer: ProtobufProducer,
+        states: dict[str, ModelState],
+    ) -> None:
         self.settings, self.config, self.trainer = settings, config, trainer
         self.producer, self.states = producer, states
         self.queue: asyncio.Queue[TrainRequest] = asyncio.Queue()
@@ -116,23 +122,39 @@ class TrainerService:
         spec = self.specs[trigger.model]
         decision = decide(spec.policy, self.states[trigger.model], trigger)
         self.states[trigger.model] = decision.state
-        _log.info("trigger.decided", model=trigger.model, kind=trigger.kind,
-                  train=decision.train, reason=decision.reason, detail=decision.detail)
+        _log.info(
+            "trigger.decided",
+            model=trigger.model,
+            kind=trigger.kind,
+            train=decision.train,
+            reason=decision.reason,
+            detail=decision.detail,
+        )
         if decision.train:
             self.states[trigger.model] = started(decision.state, _now_ms())
-            await self.queue.put(TrainRequest(
-                model=trigger.model, reason=decision.reason, detail=decision.detail,
-                actor=self.config.actor,
-            ))
+            await self.queue.put(
+                TrainRequest(
+                    model=trigger.model,
+                    reason=decision.reason,
+                    detail=decision.detail,
+                    actor=self.config.actor,
+                )
+            )
             return
         event = model_event(
-            pb.MODEL_EVENT_TYPE_TRAINING_SKIPPED, trigger.model,
-            reason=f"{decision.reason}: {decision.detail}", actor=self.config.actor,
-            attributes={"trigger": trigger.kind, "dataset": trigger.dataset,
-                        **({"version_id": trigger.version_id} if trigger.version_id else {})},
+            pb.MODEL_EVENT_TYPE_TRAINING_SKIPPED,
+            trigger.model,
+            reason=f"{decision.reason}: {decision.detail}",
+            actor=self.config.actor,
+            attributes={
+                "trigger": trigger.kind,
+                "dataset": trigger.dataset,
+                **({"version_id": trigger.version_id} if trigger.version_id else {}),
+            },
         )
-        await self.producer.send_and_wait(self.settings.topics.models_events, event,
-                                          key=trigger.model)
+        await self.producer.send_and_wait(
+            self.settings.topics.models_events, event, key=trigger.model
+        )
 
     async def work(self) -> None:
         """Run queued trainings one at a time, in a thread (training is CPU-bound)."""
@@ -140,8 +162,14 @@ class TrainerService:
             request = await self.queue.get()
             try:
                 result = await asyncio.to_thread(self.trainer.run, request)
-                _log.info("training.done", model=request.model, status=result.status,
-                          reason=result.reason, version=result.version, alias=result.alias)
+                _log.info(
+                    "training.done",
+                    model=request.model,
+                    status=result.status,
+                    reason=result.reason,
+                    version=result.version,
+                    alias=result.alias,
+                )
             except Exception:
                 _log.exception("training.crashed", model=request.model)
             finally:
@@ -152,8 +180,9 @@ class TrainerService:
         now = _now_ms()
         for spec in self.specs.values():
             if schedule_due(spec.policy, self.states[spec.name], now):
-                await self.handle(Trigger(kind="schedule", model=spec.name,
-                                          dataset=spec.dataset, at_ms=now))
+                await self.handle(
+                    Trigger(kind="schedule", model=spec.name, dataset=spec.dataset, at_ms=now)
+                )
 
 
 async def run(settings: Settings, config: TrainerSettings) -> None:
@@ -166,24 +195,36 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
     producer = create_producer(settings, linger_ms=5)
     topics = settings.topics
     consumer = create_consumer(
-        settings, topics.datasets_versions, topics.drift_events, topics.experiments_events,
+        settings,
+        topics.datasets_versions,
+        topics.drift_events,
+        topics.experiments_events,
         group_id=config.group_id,
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with producer:
-        trainer = build_trainer(settings, config,
-                                threadsafe_emitter(producer, topics.models_events, loop))
+        trainer = build_trainer(
+            settings, config, threadsafe_emitter(producer, topics.models_events, loop)
+        )
         starts = await last_training_starts(settings, trainer.specs)
         storage = VersionStorage(trainer.store)
-        manifests = {d: await asyncio.to_thread(storage.manifests, d)
-                     for d in {s.dataset for s in trainer.specs.values()}}
-        service = TrainerService(settings, config, trainer, producer,
-                                 initial_states(trainer.specs.values(), starts, manifests))
+        manifests = {
+            d: await asyncio.to_thread(storage.manifests, d)
+            for d in {s.dataset for s in trainer.specs.values()}
+        }
+        service = TrainerService(
+            settings,
+            config,
+            trainer,
+            producer,
+            initial_states(trainer.specs.values(), starts, manifests),
+        )
         server = embedded_server(
             health_app(service.readiness, service.model_states),
-            config.health_host, config.health_port,
+            config.health_host,
+            config.health_port,
         )
         serving = asyncio.create_task(server.serve())
         # Ray last: from here on, leave only through `finally`, which shuts it down.
@@ -191,8 +232,12 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
         service.ray_ready = True
         worker = asyncio.create_task(service.work())
         try:
-            _log.info("trainer.started", models=sorted(trainer.specs),
-                      group_id=config.group_id, last_started=starts)
+            _log.info(
+                "trainer.started",
+                models=sorted(trainer.specs),
+                group_id=config.group_id,
+                last_started=starts,
+            )
             await _consume(service, consumer, stop)
         finally:
             server.should_exit = True
@@ -212,9 +257,13 @@ async def _consume(
             batch = await consumer.getmany(timeout_ms=service.config.poll_timeout_ms)
             service.consuming = True
             for failure in batch.failures:
-                _log.warning("trigger.undecodable", topic=failure.topic,
-                             partition=failure.partition, offset=failure.offset,
-                             error=failure.error)
+                _log.warning(
+                    "trigger.undecodable",
+                    topic=failure.topic,
+                    partition=failure.partition,
+                    offset=failure.offset,
+                    error=failure.error,
+                )
             for env in batch.envelopes:
                 for trigger in triggers_for(env.message, specs, _now_ms()):
                     await service.handle(trigger)

@@ -67,7 +67,8 @@ def initial_states(
     for spec in specs:
         since = starts.get(spec.name)
         fresh = [
-            m for m in manifests.get(spec.dataset, [])
+            m
+            for m in manifests.get(spec.dataset, [])
             if (since is None or m.created_at_ms > since)
             and (m.status == "ok" or spec.policy.allow_suspect)
         ]

@@ -66,11 +66,17 @@ def code_version() -> str:
     try:
         head = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("DRIFTLOOP_CODE_VERSION", "unknown")
@@ -132,20 +138,36 @@ class Trainer:
         if lease is None:
             holder = self.lock.holder(spec.name)
             result.reason = "skipped:in_flight"
-            self._send(result, pb.MODEL_EVENT_TYPE_TRAINING_SKIPPED, spec, request,
-                       reason=f"skipped:in_flight: another trainer holds the lease ({holder})")
+            self._send(
+                result,
+                pb.MODEL_EVENT_TYPE_TRAINING_SKIPPED,
+                spec,
+                request,
+                reason=f"skipped:in_flight: another trainer holds the lease ({holder})",
+            )
             return result
         try:
             with self.lock.kept_alive(lease, self.renew_every_s) as lost:
-                self._send(result, pb.MODEL_EVENT_TYPE_TRAINING_STARTED, spec, request,
-                           reason=f"{request.reason}: {request.detail}".rstrip(": "),
-                           attributes={"fence": lease.token, "owner": lease.owner})
+                self._send(
+                    result,
+                    pb.MODEL_EVENT_TYPE_TRAINING_STARTED,
+                    spec,
+                    request,
+                    reason=f"{request.reason}: {request.detail}".rstrip(": "),
+                    attributes={"fence": lease.token, "owner": lease.owner},
+                )
                 try:
                     self._train(spec, request, lease, lost.is_set, result)
                 except _Failed as exc:
                     result.status, result.reason = "failed", exc.reason
-                    self._send(result, pb.MODEL_EVENT_TYPE_TRAINING_FAILED, spec, request,
-                               reason=f"{exc.reason}: {exc}", version=result.version)
+                    self._send(
+                        result,
+                        pb.MODEL_EVENT_TYPE_TRAINING_FAILED,
+                        spec,
+                        request,
+                        reason=f"{exc.reason}: {exc}",
+                        version=result.version,
+                    )
         finally:
             self.lock.release(lease)
         return result
@@ -153,8 +175,12 @@ class Trainer:
     # -- the steps -------------------------------------------------------------------------
 
     def _train(
-        self, spec: ModelSpec, request: TrainRequest, lease: Lease,
-        lost: Callable[[], bool], result: RunResult,
+        self,
+        spec: ModelSpec,
+        request: TrainRequest,
+        lease: Lease,
+        lost: Callable[[], bool],
+        result: RunResult,
     ) -> None:
         schema = self.schemas[spec.dataset]
         self.progress("loading dataset versions")
@@ -169,8 +195,11 @@ class Trainer:
         encoder = FeatureEncoder.fit(schema, data.train)
         self.progress(f"training {spec.kind} on Ray ({data.train.num_rows} rows)")
         job = TrainingJob(
-            kind=spec.kind, task=spec.task, params=dict(spec.params),
-            search_space=[dict(t) for t in spec.search_space] or [{}], seed=spec.seed,
+            kind=spec.kind,
+            task=spec.task,
+            params=dict(spec.params),
+            search_space=[dict(t) for t in spec.search_space] or [{}],
+            seed=spec.seed,
         )
         try:
             ensure_ray(self.ray_address, self.ray_num_cpus)  # no-op once connected
@@ -191,28 +220,52 @@ class Trainer:
         manifest = self._register(spec, data, encoder, outcome, report, lease, champion)
         result.version, result.status = manifest.version, "registered"
         result.reason = "gate_passed" if report.passed else "gate_failed"
-        self._send(result, pb.MODEL_EVENT_TYPE_REGISTERED, spec, request,
-                   reason=f"trained on {len(data.version_ids)} dataset versions",
-                   version=manifest.version,
-                   attributes={"datasets": ",".join(data.version_ids), "fence": lease.token})
-        gate_kind = (pb.MODEL_EVENT_TYPE_GATE_PASSED if report.passed
-                     else pb.MODEL_EVENT_TYPE_GATE_FAILED)
-        self._send(result, gate_kind, spec, request, reason=report.summary(),
-                   version=manifest.version, report=report.to_json_dict(),
-                   previous_version=champion.version if champion else None)
+        self._send(
+            result,
+            pb.MODEL_EVENT_TYPE_REGISTERED,
+            spec,
+            request,
+            reason=f"trained on {len(data.version_ids)} dataset versions",
+            version=manifest.version,
+            attributes={"datasets": ",".join(data.version_ids), "fence": lease.token},
+        )
+        gate_kind = (
+            pb.MODEL_EVENT_TYPE_GATE_PASSED if report.passed else pb.MODEL_EVENT_TYPE_GATE_FAILED
+        )
+        self._send(
+            result,
+            gate_kind,
+            spec,
+            request,
+            reason=report.summary(),
+            version=manifest.version,
+            report=report.to_json_dict(),
+            previous_version=champion.version if champion else None,
+        )
         if report.passed:
             alias = "champion" if champion is None else "challenger"
             try:
                 change = self.registry.set_alias(
-                    spec.name, alias, manifest.version, actor=request.actor,
-                    reason=f"gate passed: {report.summary()}", fence=lease.token,
+                    spec.name,
+                    alias,
+                    manifest.version,
+                    actor=request.actor,
+                    reason=f"gate passed: {report.summary()}",
+                    fence=lease.token,
                 )
             except StaleFenceError as exc:
                 raise _Failed("lease_stale", str(exc)) from None
             result.alias = alias
-            self._send(result, pb.MODEL_EVENT_TYPE_ALIAS_CHANGED, spec, request,
-                       reason=f"gate passed; {alias} -> v{manifest.version}", alias=alias,
-                       version=manifest.version, previous_version=change.previous)
+            self._send(
+                result,
+                pb.MODEL_EVENT_TYPE_ALIAS_CHANGED,
+                spec,
+                request,
+                reason=f"gate passed; {alias} -> v{manifest.version}",
+                alias=alias,
+                version=manifest.version,
+                previous_version=change.previous,
+            )
 
     def _champion_scores(
         self, name: str, holdout: pa.Table
@@ -232,8 +285,14 @@ class Trainer:
         return loaded.manifest, scores
 
     def _register(
-        self, spec: ModelSpec, data: TrainingData, encoder: FeatureEncoder, outcome: Any,
-        report: GateReport, lease: Lease, champion: ModelManifest | None,
+        self,
+        spec: ModelSpec,
+        data: TrainingData,
+        encoder: FeatureEncoder,
+        outcome: Any,
+        report: GateReport,
+        lease: Lease,
+        champion: ModelManifest | None,
     ) -> ModelManifest:
         best = outcome.best
         train_scores = best.predict(encoder.transform(data.train))
@@ -253,8 +312,11 @@ class Trainer:
                 "trials": outcome.trials,
                 "fence": lease.token,
                 "champion_at_gate": champion.version if champion else None,
-                "rows": {"train": data.train.num_rows, "validation": data.validation.num_rows,
-                         "holdout": data.holdout.num_rows},
+                "rows": {
+                    "train": data.train.num_rows,
+                    "validation": data.validation.num_rows,
+                    "holdout": data.holdout.num_rows,
+                },
             },
             gate_report=report.to_json_dict(),
             seed=spec.seed,
@@ -264,16 +326,31 @@ class Trainer:
         return self.registry.register(spec.name, best.artifact, best.artifact_format, info)
 
     def _send(
-        self, result: RunResult, kind: int, spec: ModelSpec, request: TrainRequest, *,
-        reason: str, **extra: Any,
+        self,
+        result: RunResult,
+        kind: int,
+        spec: ModelSpec,
+        request: TrainRequest,
+        *,
+        reason: str,
+        **extra: Any,
     ) -> None:
-        attributes = {"trigger": request.reason, "dataset": spec.dataset,
-                      **extra.pop("attributes", {})}
-        event = model_event(kind, spec.name, reason=reason, actor=request.actor,
-                            attributes=attributes, **extra)
+        attributes = {
+            "trigger": request.reason,
+            "dataset": spec.dataset,
+            **extra.pop("attributes", {}),
+        }
+        event = model_event(
+            kind, spec.name, reason=reason, actor=request.actor, attributes=attributes, **extra
+        )
         result.events.append(event)
-        _log.info("model_event", model=spec.name, type=pb.ModelEventType.Name(kind),
-                  version=event.version, reason=reason)
+        _log.info(
+            "model_event",
+            model=spec.name,
+            type=pb.ModelEventType.Name(kind),
+            version=event.version,
+            reason=reason,
+        )
         self.emit(event)
 
 

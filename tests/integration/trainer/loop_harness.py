@@ -34,8 +34,10 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def labelled_stream(n: int, seed: int, shift: float = 0.0) -> list[Item]:
-    return [Item(e.entity_key, e.SerializeToString(), e.event_id, None)
-            for e in credit_sample(n, seed=seed, shift=shift)]
+    return [
+        Item(e.entity_key, e.SerializeToString(), e.event_id, None)
+        for e in credit_sample(n, seed=seed, shift=shift)
+    ]
 
 
 def free_port() -> int:
@@ -56,8 +58,14 @@ def get_json(port: int, path: str) -> tuple[int, Any]:
 def loop_settings(stack: Settings, tmp: Path) -> tuple[Settings, dict[str, str]]:
     """Unique topics, groups and artifact root for one test, and the env for its services."""
     uid = uuid.uuid4().hex[:10]
-    names = ("data_events", "data_rejected", "datasets_versions", "drift_events",
-             "experiments_events", "models_events")
+    names = (
+        "data_events",
+        "data_rejected",
+        "datasets_versions",
+        "drift_events",
+        "experiments_events",
+        "models_events",
+    )
     topics = TopicNames(**{n: f"{n.replace('_', '.')}.{uid}" for n in names})
     root = f"file://{tmp / 'artifacts'}"
     settings = load_settings(home=stack.home, topics=topics, artifact_root=root)
@@ -78,8 +86,9 @@ def write_spec(tmp: Path, name: str, **policy: object) -> None:
     """A small, fast spec for `credit`: trains on little data with no cooldown."""
     folder = tmp / "models"
     folder.mkdir(exist_ok=True)
-    policy_yaml = "".join(f"  {k}: {v}\n" for k, v in
-                          {"cooldown_s": 0, "min_new_rows": 3000, **policy}.items())
+    policy_yaml = "".join(
+        f"  {k}: {v}\n" for k, v in {"cooldown_s": 0, "min_new_rows": 3000, **policy}.items()
+    )
     (folder / f"{name}.yaml").write_text(
         f"name: {name}\ndataset: credit\nkind: xgboost\nseed: 3\n"
         "params: {max_depth: 3, eta: 0.2, num_boost_round: 60, nthread: 1}\n"
@@ -103,8 +112,12 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, *self.args], cwd=REPO_ROOT, env={**os.environ, **self.env},
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, *self.args],
+                cwd=REPO_ROOT,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return self
 
@@ -135,8 +148,7 @@ class ServiceProcess:
 
 
 async def model_events(settings: Settings, idle_s: float = 1.5) -> list[pb.ModelEvent]:
-    rows = await read_topic(settings, settings.topics.models_events, pb.ModelEvent,
-                            idle_s=idle_s)
+    rows = await read_topic(settings, settings.topics.models_events, pb.ModelEvent, idle_s=idle_s)
     events = [m for _, _, m in rows]
     assert all(isinstance(e, pb.ModelEvent) for e in events)
     return sorted(events, key=lambda e: e.created_at_ms)  # type: ignore[attr-defined]

@@ -18,9 +18,7 @@ def model() -> str:
     return f"m-{uuid.uuid4().hex[:8]}"
 
 
-def test_only_one_of_many_concurrent_acquirers_gets_the_lease(
-    stack: Settings, model: str
-) -> None:
+def test_only_one_of_many_concurrent_acquirers_gets_the_lease(stack: Settings, model: str) -> None:
     locks = [TrainingLock(sync_redis(stack), ttl_s=30) for _ in range(8)]
     barrier = threading.Barrier(len(locks))
     won: list[int] = []
@@ -67,9 +65,7 @@ def test_tokens_never_go_backwards_after_a_redis_flush(stack: Settings, model: s
     assert again is not None and again.token == 42
 
 
-def test_a_kept_alive_lease_outlives_its_ttl_and_reports_loss(
-    stack: Settings, model: str
-) -> None:
+def test_a_kept_alive_lease_outlives_its_ttl_and_reports_loss(stack: Settings, model: str) -> None:
     client = sync_redis(stack)
     lock = TrainingLock(client, ttl_s=1.0)
     lease = lock.acquire(model, "worker")

@@ -47,11 +47,13 @@ async def test_promote_and_rollback_move_champion_record_why_and_announce(
         return run_cli(*args, home=stack.home, env=env).stdout
 
     assert "promoted m-cli v2 to champion (was v1)" in cli(
-        "models", "promote", "challenger", "--reason", "canary won")
+        "models", "promote", "challenger", "--reason", "canary won"
+    )
     assert registry.aliases("m-cli") == {"champion": 2}  # the challenger alias is used up
     cli("models", "promote", "3", "-m", "m-cli", "--reason", "hotfix")
     assert "rolled back m-cli v2 to champion (was v3)" in cli(
-        "models", "rollback", "--reason", "guardrail breach")
+        "models", "rollback", "--reason", "guardrail breach"
+    )
     assert "rolled back m-cli v1 to champion (was v2)" in cli("models", "rollback")
     assert registry.get_alias("m-cli", "champion") == 1
     failed = run_cli("models", "rollback", home=stack.home, env=env, check=False)
@@ -59,13 +61,21 @@ async def test_promote_and_rollback_move_champion_record_why_and_announce(
 
     champion = [c for c in registry.alias_history("m-cli") if c.alias == "champion"]
     assert [(c.version, c.previous) for c in champion] == [
-        (1, None), (2, 1), (3, 2), (2, 3), (1, 2)]
+        (1, None),
+        (2, 1),
+        (3, 2),
+        (2, 3),
+        (1, 2),
+    ]
     assert champion[1].actor.startswith("cli:") and champion[1].reason == "canary won"
     assert champion[3].reason.startswith("rollback: guardrail breach")
 
     events = await model_events(settings)
-    kinds = [(pb.ModelEventType.Name(e.type), e.version, e.previous_version) for e in events
-             if e.type != pb.MODEL_EVENT_TYPE_ALIAS_CHANGED]
+    kinds = [
+        (pb.ModelEventType.Name(e.type), e.version, e.previous_version)
+        for e in events
+        if e.type != pb.MODEL_EVENT_TYPE_ALIAS_CHANGED
+    ]
     assert kinds == [
         ("MODEL_EVENT_TYPE_PROMOTED", "2", "1"),
         ("MODEL_EVENT_TYPE_PROMOTED", "3", "2"),

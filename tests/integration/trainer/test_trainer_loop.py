@@ -42,12 +42,23 @@ SCHEMA = load_schemas(REPO_ROOT / "deploy" / "datasets")["credit"]
 async def _topics(settings: Settings) -> None:
     t = settings.topics
     await ensure_topics(settings, [t.data_events], partitions=3)
-    await ensure_topics(settings, [t.data_rejected, t.datasets_versions, t.drift_events,
-                                   t.experiments_events, t.models_events], partitions=1)
+    await ensure_topics(
+        settings,
+        [
+            t.data_rejected,
+            t.datasets_versions,
+            t.drift_events,
+            t.experiments_events,
+            t.models_events,
+        ],
+        partitions=1,
+    )
 
 
 async def _until(
-    settings: Settings, done: Callable[[list[pb.ModelEvent]], bool], timeout_s: float,
+    settings: Settings,
+    done: Callable[[list[pb.ModelEvent]], bool],
+    timeout_s: float,
     *procs: ServiceProcess,
 ) -> list[pb.ModelEvent]:
     deadline = time.monotonic() + timeout_s
@@ -68,8 +79,9 @@ def _of(events: list[pb.ModelEvent], kind: int) -> list[pb.ModelEvent]:
 
 async def _seal(settings: Settings, env: dict[str, str], tmp: Path, n: int, seed: int) -> None:
     """Run the real ingest service until `n` labelled events are sealed, then stop it."""
-    ingest = ServiceProcess(["-m", "services.ingest"], {**env, **INGEST_ENV},
-                            tmp / "ingest.log").start()
+    ingest = ServiceProcess(
+        ["-m", "services.ingest"], {**env, **INGEST_ENV}, tmp / "ingest.log"
+    ).start()
     storage = VersionStorage(ArtifactStore(settings.artifact_root))
     try:
         await publish(settings, settings.topics.data_events, labelled_stream(n, seed=seed))
@@ -87,14 +99,21 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
     settings, env = loop_settings(stack, tmp_path)
     write_spec(tmp_path, "credit-loop")
     await _topics(settings)
-    ingest = ServiceProcess(["-m", "services.ingest"], {**env, **INGEST_ENV},
-                            tmp_path / "ingest.log").start()
+    ingest = ServiceProcess(
+        ["-m", "services.ingest"], {**env, **INGEST_ENV}, tmp_path / "ingest.log"
+    ).start()
     trainer = ServiceProcess(["-m", "services.trainer"], env, tmp_path / "trainer.log").start()
     try:
         await publish(settings, settings.topics.data_events, labelled_stream(7000, seed=1))
         events = await _until(
-            settings, lambda ev: any(e.alias == "champion" for e in _of(ev, T.Value(
-                "MODEL_EVENT_TYPE_ALIAS_CHANGED"))), 300, ingest, trainer)
+            settings,
+            lambda ev: any(
+                e.alias == "champion" for e in _of(ev, T.Value("MODEL_EVENT_TYPE_ALIAS_CHANGED"))
+            ),
+            300,
+            ingest,
+            trainer,
+        )
         port = int(env["DRIFTLOOP_TRAINER_HEALTH_PORT"])
         assert get_json(port, "/healthz") == (200, {"status": "ok"})
         status, ready = get_json(port, "/readyz")
@@ -127,17 +146,27 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
 
         # The monitor reports drift: the trainer retrains and gates against the champion.
         drift = pb.DriftEvent(
-            event_id="d1", model="credit-loop", version="1", metric="psi",
-            feature="debt_to_income", value=0.41, threshold=0.2,
-            severity=pb.SEVERITY_CRITICAL, consecutive_windows=3,
+            event_id="d1",
+            model="credit-loop",
+            version="1",
+            metric="psi",
+            feature="debt_to_income",
+            value=0.41,
+            threshold=0.2,
+            severity=pb.SEVERITY_CRITICAL,
+            consecutive_windows=3,
             created_at_ms=int(time.time() * 1000),
         )
         async with create_producer(settings) as producer:
             await producer.send_and_wait(settings.topics.drift_events, drift, key="credit-loop")
         gate_kinds = (pb.MODEL_EVENT_TYPE_GATE_PASSED, pb.MODEL_EVENT_TYPE_GATE_FAILED)
         events = await _until(
-            settings, lambda ev: any(e.type in gate_kinds and e.version == "2" for e in ev),
-            240, ingest, trainer)
+            settings,
+            lambda ev: any(e.type in gate_kinds and e.version == "2" for e in ev),
+            240,
+            ingest,
+            trainer,
+        )
         retrain = [e for e in _of(events, pb.MODEL_EVENT_TYPE_TRAINING_STARTED)][-1]
         assert retrain.attributes["trigger"] == "drift"
         assert "psi(debt_to_income)" in retrain.reason
@@ -154,9 +183,9 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
 
 
 @pytest.fixture()
-async def sealed_credit(stack: Settings, tmp_path: Path) -> AsyncIterator[
-    tuple[Settings, dict[str, str], Path]
-]:
+async def sealed_credit(
+    stack: Settings, tmp_path: Path
+) -> AsyncIterator[tuple[Settings, dict[str, str], Path]]:
     settings, env = loop_settings(stack, tmp_path)
     write_spec(tmp_path, "credit-loop")
     await _topics(settings)
@@ -198,8 +227,12 @@ async def test_sigkill_during_training_leaves_every_alias_loadable(
     assert first.wait(timeout_s=300) in (0, 3), first.log_tail()
     victim = ServiceProcess(cli, env, tmp / "train-2.log").start()
     try:
-        await _until(settings, lambda ev: len(_of(ev, pb.MODEL_EVENT_TYPE_TRAINING_STARTED))
-                     >= 2, 120, victim)
+        await _until(
+            settings,
+            lambda ev: len(_of(ev, pb.MODEL_EVENT_TYPE_TRAINING_STARTED)) >= 2,
+            120,
+            victim,
+        )
     finally:
         victim.stop(signal.SIGKILL)
     for alias, version in registry.aliases("credit-loop").items():
@@ -222,8 +255,11 @@ async def test_a_bad_request_fails_cleanly_with_a_model_event_and_registers_noth
 ) -> None:
     settings, env, tmp = sealed_credit
     missing = "0" * 32
-    run = ServiceProcess(["-m", "services.cli", "train", "credit-loop", "--json",
-                          "--version-id", missing], env, tmp / "train-bad.log").start()
+    run = ServiceProcess(
+        ["-m", "services.cli", "train", "credit-loop", "--json", "--version-id", missing],
+        env,
+        tmp / "train-bad.log",
+    ).start()
     assert run.wait(timeout_s=300) == 1, run.log_tail()
     events = await model_events(settings)
     [failed] = _of(events, pb.MODEL_EVENT_TYPE_TRAINING_FAILED)
