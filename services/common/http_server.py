@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Generator
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -18,9 +18,12 @@ class QuietServer(uvicorn.Server):
         yield
 
 
-def embedded_server(app: Any, host: str, port: int, lifespan: str = "off") -> QuietServer:
+Lifespan = Literal["auto", "on", "off"]
+
+
+def embedded_server(app: Any, host: str, port: int, lifespan: Lifespan = "off") -> QuietServer:
     """A server for `app` on host:port; `await server.serve()`, stop with `should_exit`."""
     # log_config=None: stdlib records go through configure_logging's handler
     return QuietServer(
         uvicorn.Config(app, host=host, port=port, log_config=None, lifespan=lifespan)
-    )  # type: ignore[arg-type]
+    )
