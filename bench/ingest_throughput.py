@@ -3,7 +3,7 @@ against a raw aiokafka consume + protobuf decode of the same topic, in one run.
 
     python -m bench.ingest_throughput              # the local stack (DRIFTLOOP_HOME)
     python -m bench.ingest_throughput -n 200000
-    python -m bench.ingest_throughput --repeat 1   # a single pair (default: 3, median)
+    python -m bench.ingest_throughput --repeat 1   # a single pair (default: 5, median)
 
 Both read the same N `credit` events (published once, before either clock starts) with
 consumers that are already assigned, built by the same factory with the same settings
@@ -194,6 +194,6 @@ async def main(n: int, repeat: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=100_000, help="events (default 100,000)")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved runs (default 5)")
     args = parser.parse_args()
     asyncio.run(main(args.n, max(1, args.repeat)))
