@@ -3,8 +3,16 @@
 The domain modules here are pure (no I/O, no clock: callers pass `now_ms`):
 
 - `schema`: declared dataset schemas loaded from `deploy/datasets/*.yaml`.
+- `wire`: serialized `DataEvent`s of a whole batch straight to columns (numpy/Arrow),
+  upb for anything unusual.
 - `validation` (with `columns` and `rules`): vectorised per-batch validation.
+- `pending`: a polled batch's records and a dataset's rows not yet in a version.
 - `profiling`: feature statistics, PSI, suspect marking against the reference profile.
 - `versioning`: content hash, version id, manifest.
 - `sealing`: seal policy, Kafka offset bookkeeping, replay watermarks.
+
+The adapters around them: `pipeline` (the consume loop, commits, rebalances) with
+`poller` (polling one batch ahead), `intake` (check, claim, finish a batch), `sealer`
+(seals in a worker thread); `dedup` (Redis claims, rebuilt from the sealed versions);
+`storage` (the artifact store); `http_*` (the FastAPI app); `app` (wiring).
 """
