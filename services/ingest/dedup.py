@@ -42,6 +42,7 @@ original is accepted), and Redis must not evict keys under memory pressure
 (`maxmemory-policy noeviction`): an evicted bucket is indistinguishable from new ids.
 A bucket holds up to `ttl_s` worth of ids and is freed at once when it expires; with
 millions of ids per bucket set `lazyfree-lazy-expire yes` so that does not stall Redis.
+(The local stack's redis-server runs with both, `services/stack/redis_server.py`.)
 This layout replaced one key per id (`…:id:<event id>`); its ready marker has a new name
 (`…:ready:v2`), so the first claim after the upgrade rebuilds the index from the sealed
 versions. Replicas on the old and the new layout do not see each other's claims: upgrade

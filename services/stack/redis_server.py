@@ -35,6 +35,13 @@ def redis_command(port: int, data_dir: Path) -> list[str]:
         "",
         "--appendonly",
         "no",
+        # The ingest dedup index (services/ingest/dedup.py): an evicted bucket would
+        # look like new ids, so never evict (Redis' default, stated); a whole bucket of
+        # ids expires at once, so free it in the background
+        "--maxmemory-policy",
+        "noeviction",
+        "--lazyfree-lazy-expire",
+        "yes",
         "--protected-mode",
         "yes",
         "--daemonize",

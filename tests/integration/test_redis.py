@@ -60,3 +60,13 @@ def test_unreachable_redis_is_a_clear_error(stack: Settings) -> None:
         check_redis(settings)
     message = str(info.value)
     assert settings.redis_url in message and "driftloop stack up" in message
+
+
+def test_the_stack_redis_never_evicts_and_frees_expired_buckets_lazily(stack: Settings) -> None:
+    """The ingest dedup index relies on both (services/ingest/dedup.py)."""
+    client = sync_redis(stack)
+    try:
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        assert client.config_get("lazyfree-lazy-expire") == {"lazyfree-lazy-expire": "yes"}
+    finally:
+        client.close()
