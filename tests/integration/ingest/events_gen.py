@@ -9,6 +9,7 @@ be accepted), so tests compare what the service did against what the input was.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import os
 import random
@@ -238,6 +239,19 @@ def sealed_rows(artifact_root: str) -> tuple[list[VersionManifest], pa.Table]:
     manifests = storage.manifests()
     tables = [storage.read_table(m) for m in manifests]
     return manifests, pa.concat_tables(tables) if tables else pa.table({"event_id": []})
+
+
+def disjoint_source_ranges(manifests: list[VersionManifest]) -> dict[int, list[tuple[int, int]]]:
+    """Per partition the sealed (first, last) offset ranges, sorted; asserts that no two
+    of them overlap (no record in two versions)."""
+    covered: dict[int, list[tuple[int, int]]] = {}
+    for manifest in manifests:
+        for r in manifest.source_offsets:
+            covered.setdefault(r.partition, []).append((r.first_offset, r.last_offset))
+    for ranges in covered.values():
+        ranges.sort()
+        assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges)), ranges
+    return covered
 
 
 def isolated_settings(stack: Settings, tmp: Path) -> tuple[Settings, dict[str, str]]:

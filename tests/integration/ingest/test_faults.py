@@ -6,12 +6,10 @@ between (and during) the runs, so dedup has to come from the sealed versions.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import signal
 import time
 import uuid
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from services.common.settings import Settings
 from tests.integration.ingest.events_gen import (
     IngestProcess,
     create_topics,
+    disjoint_source_ranges,
     isolated_settings,
     make_stream,
     publish,
@@ -129,13 +128,7 @@ async def _run_with_crashes(stack: Settings, tmp: Path, flush_redis: bool) -> No
 
     # One chain of versions whose source ranges never overlap on a partition.
     assert [m.parent_version_id for m in manifests[1:]] == [m.version_id for m in manifests[:-1]]
-    covered: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for manifest in manifests:
-        for r in manifest.source_offsets:
-            covered[r.partition].append((r.first_offset, r.last_offset))
-    for ranges in covered.values():
-        ranges.sort()
-        assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges)), ranges
+    disjoint_source_ranges(manifests)
 
     # At least once on the side topics: every version announced, every bad record dead-lettered.
     announced = await read_topic(settings, settings.topics.datasets_versions, DatasetVersion)

@@ -16,12 +16,10 @@ over from one killed between a seal and its commit.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import signal
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from pathlib import Path
@@ -40,6 +38,7 @@ from tests.integration.ingest.events_gen import (
     IngestProcess,
     Item,
     Published,
+    disjoint_source_ranges,
     isolated_settings,
     make_stream,
     read_topic,
@@ -199,15 +198,10 @@ async def _check_exactly_once(settings: Settings, published: list[Published]) ->
     for event_id, p in good.items():
         assert amounts[event_id] == DataEvent.FromString(p.item.value).numeric["loan_amount"]
     # The source ranges never overlap on a partition, and cover every good record.
-    covered: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for manifest in manifests:
-        for r in manifest.source_offsets:
-            covered[r.partition].append((r.first_offset, r.last_offset))
-    for ranges in covered.values():
-        ranges.sort()
-        assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges)), ranges
+    covered = disjoint_source_ranges(manifests)
     for p in good.values():
-        assert any(a <= p.offset <= b for a, b in covered[p.partition]), (p.partition, p.offset)
+        ranges = covered.get(p.partition, [])
+        assert any(a <= p.offset <= b for a, b in ranges), (p.partition, p.offset)
     # Every bad record is on the dead-letter topic.
     bad = {(p.partition, p.offset) for p in published if p.item.expected}
     rejected = await read_topic(settings, settings.topics.data_rejected, RejectedEvent)
