@@ -43,6 +43,7 @@ from services.ingest.dedup import EventDedup
 from services.ingest.pipeline import IngestPipeline, wall_clock_ms
 from services.ingest.schema import load_schemas
 from services.ingest.storage import VersionStorage
+from services.ingest.wire import warm_up
 from tests.integration.ingest.events_gen import credit_event
 
 _console = Console()
@@ -149,6 +150,8 @@ async def main(n: int, repeat: int) -> None:
         datasets_versions=f"bench.datasets.versions.{uid}",
     )
     settings = base.model_copy(update={"topics": topics})
+    with _console.status("compiling the decoder (numba; cached after the first time)"):
+        warm_up()
     await ensure_topics(settings, [topics.data_events], partitions=3)
     await ensure_topics(settings, [topics.data_rejected, topics.datasets_versions], partitions=1)
     with _console.status(f"publishing {n:,} credit events to {topics.data_events}"):

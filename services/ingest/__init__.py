@@ -3,8 +3,8 @@
 The domain modules here are pure (no I/O, no clock: callers pass `now_ms`):
 
 - `schema`: declared dataset schemas loaded from `deploy/datasets/*.yaml`.
-- `wire`: serialized `DataEvent`s of a whole batch straight to columns (numpy/Arrow),
-  upb for anything unusual.
+- `wire`: serialized `DataEvent`s of a whole batch straight to columns (a numba-compiled
+  walk in `wire_kernels`, Arrow for strings), upb for anything unusual.
 - `validation` (with `columns` and `rules`): vectorised per-batch validation.
 - `pending`: a polled batch's records and a dataset's rows not yet in a version.
 - `profiling`: feature statistics, PSI, suspect marking against the reference profile.

@@ -30,6 +30,7 @@ from services.ingest.dedup import EventDedup
 from services.ingest.pipeline import IngestPipeline, wall_clock_ms
 from services.ingest.schema import load_schemas
 from services.ingest.storage import VersionStorage
+from services.ingest.wire import warm_up
 
 __all__ = ["main", "run"]
 
@@ -85,6 +86,7 @@ async def run(settings: Settings, ingest: IngestSettings, *, http: bool = False)
         loop.add_signal_handler(sig, stop.set)
     consumer.raw.subscribe([settings.topics.data_events], listener=pipeline.rebalance_listener())
     server = _http_server(settings, ingest) if http else None
+    warm_up()  # the decoder's compiled kernels, before joining the group (blocks the loop)
     async with producer, consumer:
         await pipeline.recover()
         # Start-up objects (imports, schemas, the recovered state) never die: out of the

@@ -177,3 +177,29 @@ def test_columns_are_upbs_values() -> None:
 def test_an_empty_batch_decodes() -> None:
     assert decode_flat([]).n == 0
     assert validate_payloads([], {}, NOW_MS).total == 0
+
+
+def test_clean_records_take_the_compiled_path_and_odd_ones_go_to_upb() -> None:
+    """The equality tests above would also pass if every record fell back to upb; the
+    walk must take what serializers write and leave only the unusual to upb."""
+    from services.ingest.wire_kernels import scan
+
+    clean = [e.SerializeToString() for e in _events(random.Random(5), 30)]
+    odd = [
+        clean[0] + _field(9, 0, b"\x05"),  # an unknown field
+        clean[0] + _field(5, 2, _field(2, 1, b"\0" * 8) + _field(1, 2, b"age")),  # value first
+        clean[0] + clean[1],  # two event ids: a concatenation
+        clean[0][:-1],  # truncated
+    ]
+    payloads = clean + odd
+    buf = np.frombuffer(b"".join([*payloads, bytes(16)]), dtype=np.uint8)
+    sizes = np.array([len(p) for p in payloads], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    bad = np.zeros(len(payloads), dtype=bool)
+    _, _, event_time, entries, kind = scan(buf, ends - sizes, ends, bad)
+    assert np.flatnonzero(bad).tolist() == list(range(len(clean), len(payloads)))
+    events = [DataEvent.FromString(p) for p in clean]
+    assert event_time[: len(clean)].tolist() == [e.event_time_ms for e in events]
+    per_record = np.bincount(entries[0][entries[0] < len(clean)], minlength=len(clean))
+    assert per_record.tolist() == [len(e.numeric) + len(e.categorical) for e in events]
+    assert int((kind == 0).sum()) >= sum(len(e.numeric) for e in events)
