@@ -68,18 +68,20 @@ def scan(
     """Every record's fields, found by walking its wire format (compiled by numba; one
     pass over the bytes). A record with anything the fast path does not take is marked
     in `bad` and left for upb. Returns per record the (start, size) of each single field
-    (absent: (record start, 0)) and the event time, and per map entry its record and the
-    (start, size) of its key and value."""
+    (absent: (record start, 0)) and the event time; then per entry of the numeric map,
+    and of the categorical map, a column of (record, key start, key size, value start,
+    value size)."""
     n = starts.size
     at = np.empty((6, n), dtype=np.int64)
     size = np.zeros((6, n), dtype=np.int64)
     for i in range(n):
         at[:, i] = starts[i]
     event_time = np.zeros(n, dtype=np.uint64)
-    capacity = (ends[n - 1] if n else 0) // 6 + 1  # an entry takes 6 bytes or more
-    entries = np.empty((5, capacity), dtype=np.int64)  # record, key at, size, value at, size
-    kind = np.empty(capacity, dtype=np.int8)  # 0 numeric, 1 categorical
-    m = 0
+    total = ends[n - 1] if n else 0
+    # Map entries, numeric then categorical: (record, key at, size, value at, size). An
+    # entry takes at least 13 bytes (numeric) or 6 (categorical), which bounds the count.
+    maps = (np.empty((5, total // 13 + 1), np.int64), np.empty((5, total // 6 + 1), np.int64))
+    m = [0, 0]
     for i in range(n):
         pos, end = starts[i], ends[i]
         while pos < end:
@@ -144,11 +146,12 @@ def scan(
                 if not ok:
                     bad[i] = True
                     break
-                entries[0, m], entries[1, m], entries[2, m] = i, key_at, key_len
-                entries[3, m], entries[4, m], kind[m] = value_at, value_len, slot - 6
-                m += 1
+                entries, j = maps[slot - 6], m[slot - 6]
+                entries[0, j], entries[1, j], entries[2, j] = i, key_at, key_len
+                entries[3, j], entries[4, j] = value_at, value_len
+                m[slot - 6] = j + 1
             pos = nxt
-    return at, size, event_time, entries[:, :m], kind[:m]
+    return at, size, event_time, maps[0][:, : m[0]].copy(), maps[1][:, : m[1]].copy()
 
 
 @njit(cache=True, nogil=True)
@@ -159,6 +162,8 @@ def gather(buf: np.ndarray, at: np.ndarray, size: np.ndarray) -> tuple[np.ndarra
     for j in range(at.size):
         offsets[j + 1] = offsets[j] + size[j]
     data = np.empty(offsets[-1], dtype=np.uint8)
-    for j in range(at.size):
-        data[offsets[j] : offsets[j + 1]] = buf[at[j] : at[j] + size[j]]
+    for j in range(at.size):  # byte by byte: the spans are short, slicing costs more
+        to, source = offsets[j], at[j]
+        for k in range(size[j]):
+            data[to + k] = buf[source + k]
     return offsets, data
