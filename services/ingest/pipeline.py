@@ -190,6 +190,10 @@ class IngestPipeline:
                 self._intake.claim(checked, self._restore())
                 self._in_flight = checked
             self._apply(self._sealer.reap())
+            for dataset in self._backlogged():
+                # Its rows reached the seal size while its last seal is still running:
+                # wait for that seal, so a version stays within one poll of the size.
+                self._apply(await self._sealer.wait_for(dataset))
             for dataset in self._due():
                 self._start_seal(dataset)
             await self._commit()
@@ -230,7 +234,10 @@ class IngestPipeline:
         return dict(restore)
 
     def _start_seal(self, name: str) -> None:
-        self._sealer.start(name, self._pending.pop(name), self._sealed.heads.get(name))
+        sealed = self._sealed
+        self._sealer.start(
+            name, self._pending.pop(name), sealed.heads.get(name), sealed.references.get(name)
+        )
 
     def _poll_timeout_ms(self) -> int:
         now = self._clock_ms()
@@ -238,6 +245,12 @@ class IngestPipeline:
         if self._sealer.in_flight or self._in_flight:  # come back soon to finish them
             waits.append(_REAP_POLL_MS)
         return min([self._ingest.poll_timeout_ms, *waits])
+
+    def _backlogged(self) -> list[str]:
+        limit = self._ingest.seal_max_rows
+        return [
+            n for n, p in self._pending.items() if n in self._sealer.in_flight and p.rows >= limit
+        ]
 
     def _due(self) -> list[str]:
         now = self._clock_ms()

@@ -29,6 +29,8 @@ from driftloop.v1.events_pb2 import FeatureStats
 
 __all__ = [
     "DEFAULT_BINS",
+    "MIN_PER_BIN",
+    "MIN_PROFILE_COUNT",
     "PSI_EPSILON",
     "Assessment",
     "DatasetProfile",
@@ -42,6 +44,11 @@ __all__ = [
 
 PSI_EPSILON = 1e-4
 DEFAULT_BINS = 10
+MIN_PROFILE_COUNT = 100  # fewer values than this are not compared (chance dominates)
+# PSI is compared only with this many values per bin or reference category on both
+# sides: below it PSI's sampling noise alone, about (bins - 1) / n, nears the threshold
+# (64 categories and 300 rows: ~0.2 for two samples of one distribution).
+MIN_PER_BIN = 20
 # Identity and time columns are not features: profiling them would only add noise.
 _NOT_PROFILED = frozenset({"event_id", "entity_key", "event_time_ms"})
 
@@ -196,21 +203,24 @@ def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.nda
 
 
 def feature_psi(
-    reference: FeatureProfile, column: pa.Array | pa.ChunkedArray, min_count: int = 100
+    reference: FeatureProfile,
+    column: pa.Array | pa.ChunkedArray,
+    min_count: int = MIN_PROFILE_COUNT,
 ) -> float | None:
     """PSI of `column` against the reference feature, or None when either side has fewer
-    than `min_count` values (small samples swing PSI by chance) or no bins to compare."""
-    if reference.count < min_count:
-        return None
+    than `min_count` values or fewer than `MIN_PER_BIN` per bin (per reference category)
+    (small samples swing PSI by chance), or there are no bins to compare."""
     if reference.kind == "numeric":
         values = _numeric_values(column)
-        if values.size < min_count or len(reference.bin_edges) < 2:
+        enough = max(min_count, MIN_PER_BIN * (len(reference.bin_edges) - 1))
+        if min(values.size, reference.count) < enough or len(reference.bin_edges) < 2:
             return None
         edges = np.asarray(reference.bin_edges)
         actual, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
         return psi(reference.bin_counts, actual)
     new = profile_column(reference.name, column).category_counts
-    if sum(new.values()) < min_count:
+    enough = max(min_count, MIN_PER_BIN * len(reference.category_counts))
+    if min(sum(new.values()), reference.count) < enough:
         return None
     categories = sorted(reference.category_counts.keys() | new.keys())
     expected = [reference.category_counts.get(c, 0) for c in categories]
@@ -228,15 +238,17 @@ def assess_against_reference(
     psi_threshold: float = 0.2,
     null_rate_jump: float = 0.1,
     *,
-    min_count: int = 100,
+    min_count: int = MIN_PROFILE_COUNT,
     skip: Collection[str] = ("label",),
 ) -> Assessment:
     """Compare a batch with the reference profile, feature by feature (in name order).
 
     A feature is suspect when its null rate rose by more than `null_rate_jump` (absolute)
-    or its PSI exceeds `psi_threshold`. No reference (the first version) is "ok". The
-    label is skipped by default: labels arriving late make its null rate move on purpose.
-    Features missing on either side (a schema change) are not compared.
+    or its PSI exceeds `psi_threshold`; neither is judged on fewer than `min_count` rows
+    (a handful of rows moves a null rate by chance as easily as a histogram). No
+    reference (the first version) is "ok". The label is skipped by default: labels
+    arriving late make its null rate move on purpose. Features missing on either side (a
+    schema change) are not compared.
     """
     if reference is None:
         return Assessment("ok", [])
@@ -245,7 +257,7 @@ def assess_against_reference(
         if name in skip or name not in new_table.column_names:
             continue
         ref, column = reference.features[name], new_table.column(name)
-        if len(column) and ref.count + ref.null_count:
+        if len(column) >= min_count and ref.count + ref.null_count >= min_count:
             rate = column.null_count / len(column)
             if rate - ref.null_rate > null_rate_jump:
                 reasons.append(

@@ -47,14 +47,25 @@ class Sealer:
         self._topic, self._thresholds, self._clock_ms = versions_topic, thresholds, clock_ms
         self.in_flight: dict[str, tuple[PendingRows, asyncio.Task[StoredVersion]]] = {}
 
-    def start(self, name: str, rows: PendingRows, parent: VersionManifest | None) -> None:
-        """Seal `rows` as the next version of `name` (none of its seals may be in flight)."""
+    def start(
+        self,
+        name: str,
+        rows: PendingRows,
+        parent: VersionManifest | None,
+        reference: VersionManifest | None,
+    ) -> None:
+        """Seal `rows` as the next version of `name`, after `parent`, assessed against
+        `reference` (none of its seals may be in flight)."""
         assert name not in self.in_flight, f"{name} is already being sealed"
-        task = asyncio.ensure_future(self._seal(name, rows, parent))
+        task = asyncio.ensure_future(self._seal(name, rows, parent, reference))
         self.in_flight[name] = (rows, task)
 
     async def _seal(
-        self, name: str, rows: PendingRows, parent: VersionManifest | None
+        self,
+        name: str,
+        rows: PendingRows,
+        parent: VersionManifest | None,
+        reference: VersionManifest | None,
     ) -> StoredVersion:
         stored = await asyncio.to_thread(
             seal_version,
@@ -65,6 +76,7 @@ class Sealer:
             source_offsets=rows.tracker.ranges(),
             thresholds=self._thresholds,
             created_at_ms=self._clock_ms(),
+            reference=reference,
         )
         await self.announce(stored.manifest)
         return stored
@@ -78,6 +90,12 @@ class Sealer:
         """The seals that have finished (durable and announced), no longer in flight."""
         done = [name for name, (_, task) in self.in_flight.items() if task.done()]
         return [self._take(name) for name in done]
+
+    async def wait_for(self, name: str) -> list[Sealed]:
+        """Wait for the seal of `name` in flight, if any; then every finished one, reaped."""
+        if name in self.in_flight:
+            await asyncio.wait([self.in_flight[name][1]])
+        return self.reap()
 
     async def wait(self) -> list[Sealed]:
         """Wait for every seal in flight; all of them, reaped."""

@@ -32,6 +32,7 @@ from services.ingest.versioning import VersionManifest, build_manifest, version_
 
 __all__ = [
     "DATASETS_PREFIX",
+    "REFERENCE_MIN_ROWS",
     "SealedState",
     "StoredVersion",
     "VersionStorage",
@@ -40,10 +41,15 @@ __all__ = [
     "known_categories",
     "parquet_bytes",
     "rebuild_watermarks",
+    "reference_versions",
     "seal_version",
 ]
 
 DATASETS_PREFIX = "datasets"
+# A version is the reference profile of later seals only with this many rows (a small one,
+# sealed by age, would make PSI and null rates of the next one noise); without any, the
+# parent is.
+REFERENCE_MIN_ROWS = 1_000
 _MANIFEST_NAME = "manifest.json"
 
 
@@ -147,15 +153,20 @@ def seal_version(
     source_offsets: Sequence[OffsetRange],
     thresholds: tuple[float, float],
     created_at_ms: int,
+    reference: VersionManifest | None = None,
 ) -> StoredVersion:
-    """Profile `table`, assess it against its parent's profile (PSI and null-rate
+    """Profile `table`, assess it against the reference profile (PSI and null-rate
     thresholds), build its manifest and store it. CPU-bound: run it off the event loop.
+    The reference is `reference`, else the parent: the pipeline passes the newest version
+    with enough rows to profile (`SealedState.references`), so a small version sealed by
+    age does not become the yardstick of the next one.
 
     The rows are sorted by event id once, for both the data file and the content hash,
     and the Parquet encoding (Arrow's, outside the GIL) runs on a second thread while
     this one profiles and hashes."""
     psi_threshold, null_rate_jump = thresholds
-    reference = parent.profile() if parent else None
+    baseline = reference or parent
+    profile = baseline.profile() if baseline else None
     table = by_event_id(table)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet") as pool:
         data = pool.submit(_parquet, table)  # sorted just above
@@ -164,7 +175,7 @@ def seal_version(
             table,
             parent_version_id=parent.version_id if parent else None,
             profile=profile_table(table),
-            assessment=assess_against_reference(reference, table, psi_threshold, null_rate_jump),
+            assessment=assess_against_reference(profile, table, psi_threshold, null_rate_jump),
             source_offsets=source_offsets,
             created_at_ms=created_at_ms,
         )
@@ -190,6 +201,24 @@ def head_versions(manifests: Sequence[VersionManifest]) -> dict[str, VersionMani
     return heads
 
 
+def reference_versions(
+    manifests: Sequence[VersionManifest], min_rows: int = REFERENCE_MIN_ROWS
+) -> dict[str, VersionManifest]:
+    """Per dataset the newest version on its head's chain with at least `min_rows` rows:
+    the reference profile of the next seal (whatever its status, so that after a real
+    shift the following versions are compared with the shifted data, not flagged
+    forever). Datasets with no such version have none (the parent is used)."""
+    by_id = {m.version_id: m for m in manifests}
+    references = {}
+    for name, manifest in head_versions(manifests).items():
+        current: VersionManifest | None = manifest
+        while current is not None and current.row_count < min_rows:
+            current = by_id.get(current.parent_version_id or "")
+        if current is not None:
+            references[name] = current
+    return references
+
+
 def known_categories(manifests: Iterable[VersionManifest]) -> dict[str, dict[str, set[str]]]:
     """Per dataset and categorical feature, every value some version accepted: those do
     not count against `max_cardinality` again."""
@@ -206,11 +235,13 @@ def known_categories(manifests: Iterable[VersionManifest]) -> dict[str, dict[str
 class SealedState:
     """What the manifests say, as the ingest loop uses it: the sealed watermarks, the
     highest of them per partition (records above it need no per-record check), each
-    dataset's head version and the categories already accepted."""
+    dataset's head version, its reference version (`reference_versions`) and the
+    categories already accepted."""
 
     watermarks: SealedWatermarks = field(default_factory=SealedWatermarks)
     ceiling: dict[tuple[str, int], int] = field(default_factory=dict)
     heads: dict[str, VersionManifest] = field(default_factory=dict)
+    references: dict[str, VersionManifest] = field(default_factory=dict)
     known: dict[str, dict[str, set[str]]] = field(default_factory=dict)
 
     @classmethod
@@ -218,6 +249,7 @@ class SealedState:
         state = cls(
             watermarks=rebuild_watermarks(manifests),
             heads=head_versions(manifests),
+            references=reference_versions(manifests),
             known=known_categories(manifests),
         )
         for manifest in manifests:
@@ -229,6 +261,8 @@ class SealedState:
         (the same as its own unless it was already stored by an earlier seal)."""
         ranges = [*manifest.source_offsets, *rows]
         self.heads[manifest.dataset] = manifest
+        if manifest.row_count >= REFERENCE_MIN_ROWS:
+            self.references[manifest.dataset] = manifest
         self.watermarks.update(manifest.dataset, ranges)
         self._raise_ceiling(ranges)
 

@@ -123,8 +123,9 @@ async def test_every_event_is_versioned_or_dead_lettered_exactly_once(
         event = DataEvent.FromString(p.item.value)
         assert by_id[event_id] == event.numeric["loan_amount"]
         assert regions[event_id] == event.categorical["region"]
-    # Sealed by size once a poll takes pending rows to 3,000 (so < 3,000 + 1,000 rows), the
-    # tail by age: >= 5 versions for ~19,000 rows, then the shifted batch on its own.
+    # Sealed by size once a poll takes pending rows to 3,000 (so < 3,000 + 1,000 rows: a
+    # seal still running when the next reaches the size is waited for), the tail by age:
+    # >= 5 versions for ~19,000 rows, then the shifted batch on its own.
     assert len(manifests) >= 6 and all(m.row_count < 4_000 for m in manifests)
     assert [m.parent_version_id for m in manifests[1:]] == [m.version_id for m in manifests[:-1]]
 

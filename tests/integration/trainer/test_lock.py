@@ -67,11 +67,13 @@ def test_tokens_never_go_backwards_after_a_redis_flush(stack: Settings, model: s
 
 def test_a_kept_alive_lease_outlives_its_ttl_and_reports_loss(stack: Settings, model: str) -> None:
     client = sync_redis(stack)
-    lock = TrainingLock(client, ttl_s=1.0)
+    lock = TrainingLock(client, ttl_s=2.0)
     lease = lock.acquire(model, "worker")
     assert lease is not None
+    # Renewed 10 times per TTL, so a stall of the keeper thread of up to 1.8 s (a loaded
+    # 2-core machine) does not lose the lease; the sleep covers over two TTLs.
     with lock.kept_alive(lease, every_s=0.2) as lost:
-        time.sleep(2.5)  # over two TTLs
+        time.sleep(4.5)
         assert lock.holds(lease) and not lost.is_set()
         client.delete(f"driftloop:trainer:lock:{model}")  # taken away (e.g. expired in a stall)
         assert lost.wait(5), "the keeper must notice that the lease is gone"

@@ -9,6 +9,8 @@ import pyarrow as pa
 import pytest
 
 from services.ingest.profiling import (
+    MIN_PER_BIN,
+    MIN_PROFILE_COUNT,
     PSI_EPSILON,
     DatasetProfile,
     FeatureProfile,
@@ -181,3 +183,33 @@ def test_the_label_is_not_assessed_by_default() -> None:
     assert assess_against_reference(reference, relabelled).status == "ok"
     assessed = assess_against_reference(reference, relabelled, skip=())
     assert assessed.status == "suspect" and any("(label)" in r for r in assessed.reasons)
+
+
+def test_too_few_rows_are_not_judged() -> None:
+    """A small version (say sealed by age) is not suspect by chance: below `min_count`
+    rows neither its null rates nor its histograms are compared."""
+    reference = profile_table(_batch(0, null_rate=0.02))
+    few = _batch(1, n=MIN_PROFILE_COUNT - 1, shift=10.0, null_rate=0.4)
+    assert assess_against_reference(reference, few, 0.2, 0.1) == ("ok", [])
+    enough = assess_against_reference(reference, _batch(1, n=MIN_PROFILE_COUNT, null_rate=0.4))
+    assert enough.status == "suspect" and any(
+        r.startswith("null_rate(age)") for r in enough.reasons
+    )
+    small_reference = profile_table(_batch(0, n=MIN_PROFILE_COUNT - 1))
+    assert assess_against_reference(small_reference, _batch(1, null_rate=0.4)) == ("ok", [])
+
+
+def test_psi_needs_enough_values_per_category() -> None:
+    """Two samples of one 64-category distribution: at 300 rows PSI's sampling noise
+    alone is about the 0.2 threshold, so it is not computed; with MIN_PER_BIN per
+    category it is, and small."""
+    rng = np.random.default_rng(4)
+    categories = [f"c{i:02d}" for i in range(64)]
+    reference = profile_column("purpose", pa.array(rng.choice(categories, 20_000)))
+    few = pa.array(rng.choice(categories, 300))
+    assert feature_psi(reference, few) is None
+    enough = pa.array(rng.choice(categories, MIN_PER_BIN * 64))
+    value = feature_psi(reference, enough)
+    assert value is not None and value < 0.1
+    flood = pa.array([f"junk{i}" for i in range(MIN_PER_BIN * 64)])  # new categories count
+    assert (feature_psi(reference, flood) or 0.0) > 1.0

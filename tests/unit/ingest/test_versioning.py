@@ -11,9 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.ingest.profiling import Assessment, assess_against_reference, profile_table
+from services.ingest.profiling import (
+    Assessment,
+    assess_against_reference,
+    profile_table,
+)
 from services.ingest.schema import DatasetSchema, schema_hash
 from services.ingest.sealing import OffsetRange
+from services.ingest.storage import REFERENCE_MIN_ROWS, SealedState, reference_versions
 from services.ingest.validation import validate_batch
 from services.ingest.versioning import (
     ManifestError,
@@ -214,3 +219,23 @@ def test_build_manifest_refuses_empty_or_foreign_tables(loans: DatasetSchema) ->
         _manifest(loans, table.slice(0, 0))
     with pytest.raises(ValueError, match="layout"):
         _manifest(loans, table.drop_columns(["score"]))
+
+
+def test_the_reference_of_the_next_seal_is_the_newest_version_big_enough(
+    loans: DatasetSchema,
+) -> None:
+    big = _manifest(loans, _accepted(loans, range(REFERENCE_MIN_ROWS)))
+    small = _manifest(loans, _accepted(loans, range(10)), parent_version_id=big.version_id)
+    smaller = _manifest(loans, _accepted(loans, range(5)), parent_version_id=small.version_id)
+    assert reference_versions([big, small, smaller]) == {"loans": big}
+    assert reference_versions([small]) == {}  # nothing to compare with yet
+
+    state = SealedState.of([big, small])
+    assert state.heads["loans"] == small and state.references["loans"] == big
+    state.sealed(smaller, [])
+    assert state.heads["loans"] == smaller and state.references["loans"] == big
+    bigger = _manifest(
+        loans, _accepted(loans, range(REFERENCE_MIN_ROWS + 1)), parent_version_id=smaller.version_id
+    )
+    state.sealed(bigger, [])
+    assert state.references["loans"] == bigger
