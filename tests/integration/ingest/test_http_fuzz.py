@@ -41,7 +41,12 @@ from tests.integration.ingest.test_http_api import credit_event
 MAX_EVENTS = 20
 # The same inputs on every run (Hypothesis seeds them from the test's name), so CI is
 # reproducible; DRIFTLOOP_FUZZ_EXPLORE=1 draws new ones (a failure prints the input).
-DERANDOMIZE = os.environ.get("DRIFTLOOP_FUZZ_EXPLORE", "") != "1"
+_FUZZ = settings(
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=os.environ.get("DRIFTLOOP_FUZZ_EXPLORE", "") != "1",
+)
 EVENTS_PATH = "/v1/datasets/credit/events"
 
 
@@ -146,13 +151,7 @@ def test_schemathesis_finds_no_server_error_or_undocumented_answer(
     operation = api_schema[path][method]
 
     @given(case=_cases(operation))
-    @settings(
-        max_examples=80,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-        derandomize=DERANDOMIZE,
-    )
+    @settings(_FUZZ, max_examples=80)
     def check(case: Any) -> None:
         # Schema-valid events are still refused when they break the dataset's declared
         # rules (ranges, domains, required features), which OpenAPI cannot express.
@@ -192,13 +191,7 @@ def _post(client: httpx.Client, body: bytes, content_type: str) -> int:
     return response.status_code
 
 
-@settings(
-    max_examples=150,
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=DERANDOMIZE,
-)
+@settings(_FUZZ, max_examples=150)
 @given(doc=_json | _mutated_events())
 def test_random_json_is_refused_with_4xx(served: Served, doc: Any) -> None:
     with httpx.Client(base_url=served.base_url, timeout=30) as client:
