@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from opentelemetry import metrics
@@ -311,7 +311,16 @@ class IngestPipeline:
     async def on_revoked(self) -> None:
         """Seal what is pending so the next owner need not replay it (not when stopping:
         a stop commits nothing more)."""
-        if not self._stopping and (self._pending or self._sealer.in_flight or self._in_flight):
+        seal = not self._stopping and bool(
+            self._pending or self._sealer.in_flight or self._in_flight
+        )
+        _log.info(
+            "partitions.revoked",
+            partitions=_names(self._consumer.assignment()),
+            pending_rows={name: p.rows for name, p in self._pending.items()},
+            sealing=seal,
+        )
+        if seal:
             await self.seal_all()
 
     async def on_assigned(self) -> None:
@@ -327,3 +336,10 @@ class IngestPipeline:
             self._epoch += 1  # a poll started before this assignment is read again
             self._reset_stream_state()
             await self._reload()
+        _log.info(
+            "partitions.assigned", partitions=_names(self._consumer.assignment()), epoch=self._epoch
+        )
+
+
+def _names(partitions: Iterable[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
