@@ -57,6 +57,7 @@ def decode_events(payloads: Sequence[bytes | None]) -> list[DataEvent | Undecoda
 
 
 _PAD = 16  # zero bytes after the joined payloads: `_doubles` reads 8 bytes anywhere
+# Rows of `wire_kernels.scan`'s per-record arrays (the order of its `_SLOT` table).
 _STRING_SLOTS = {"event_id": 0, "dataset": 1, "entity_key": 2, "source": 3}
 _LABEL_SLOT = 5
 
