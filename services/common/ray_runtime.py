@@ -36,8 +36,12 @@ _log = logging.getLogger(__name__)
 
 
 def ray_temp_dir() -> str:
-    """A short per-user session root: Ray puts unix sockets under it (108-byte limit)."""
-    return f"/tmp/dl-ray-{os.getuid()}"
+    """A short per-user session root: Ray puts unix sockets under it (108-byte limit).
+
+    `DRIFTLOOP_RAY_TMPDIR` overrides it, so that two checkouts testing side by side on one
+    machine keep their Ray sessions apart.
+    """
+    return os.environ.get("DRIFTLOOP_RAY_TMPDIR") or f"/tmp/dl-ray-{os.getuid()}"
 
 
 def _worker_pythonpath() -> str:
