@@ -19,6 +19,11 @@ py="$(command -v python3.11 || command -v python3)"
 "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
   || die "Python 3.11 is required (found $("$py" --version 2>&1))"
 
+# One bootstrap at a time per cache: two first runs at once would both build the same venv.
+mkdir -p "$DRIFTLOOP_CACHE"
+exec 9>"$DRIFTLOOP_CACHE/.bootstrap.lock"
+flock 9
+
 # 1. uv, pinned, installed from PyPI into the cache
 uv_version="0.13.9"
 uv_home="$DRIFTLOOP_CACHE/uv-$uv_version"
