@@ -23,8 +23,8 @@ def test_migrations_applied_twice_give_the_same_schema(tmp_path: Path) -> None:
     assert second["applied"] == []
     schema_2 = json.loads(run_cli("store", "schema", "--dsn", dsn, home=tmp_path).stdout)
     assert schema_1 == schema_2
-    assert ("alert_state", "LowCardinality(String)") in schema_1["drift_metrics"]
-    assert ("error", "String") in schema_1["predictions"]
+    assert ["alert_state", "LowCardinality(String)"] in schema_1["drift_metrics"]
+    assert ["error", "String"] in schema_1["predictions"]
     for table in (
         "predictions",
         "labels",
