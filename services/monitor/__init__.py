@@ -1,0 +1,1 @@
+"""The monitor: the analytics store's writer, drift, performance and A/B statistics."""
