@@ -19,7 +19,17 @@ from google.protobuf.message import Message
 from driftloop.v1 import events_pb2 as pb
 from services.common.kafka_serde import DecodeFailure, Envelope
 
-__all__ = ["SINK_TABLES", "TableSpec", "rejected_row", "spec_for_message", "ts"]
+__all__ = [
+    "POSITION_KEY_SQL",
+    "REJECTED_SPEC_COLUMNS",
+    "SINK_TABLES",
+    "Row",
+    "TableSpec",
+    "dedupe_in_batch",
+    "rejected_row",
+    "spec_for_message",
+    "ts",
+]
 
 Row = tuple[Any, ...]
 
@@ -184,6 +194,15 @@ def _experiment_event(env: Envelope) -> Row:
     )
 
 
+def _cols(names: str) -> tuple[str, ...]:
+    return tuple(names.split())
+
+
+POSITION_KEY_SQL = (
+    "concat(source_topic, '/', toString(source_partition), '/', toString(source_offset))"
+)
+
+
 def _first(row: Row) -> str:
     return str(row[0])
 
@@ -191,11 +210,11 @@ def _first(row: Row) -> str:
 SINK_TABLES: dict[type[Message], TableSpec] = {
     pb.PredictionLog: TableSpec(
         "predictions",
-        (
-            "request_id", "time", "model", "version", "variant", "experiment", "shadow",
-            "entity_key", "bucket", "feature_names", "feature_values", "category_names",
-            "category_values", "score", "latency_ms", "error",
-        ),  # fmt: skip
+        _cols(
+            "request_id time model version variant experiment shadow entity_key bucket "
+            "feature_names feature_values category_names category_values score latency_ms "
+            "error"
+        ),
         # A shadow copy shares its request id with the live answer: both are kept.
         key_sql="concat(request_id, if(shadow, '|s', ''))",
         to_row=_prediction,
@@ -212,66 +231,63 @@ SINK_TABLES: dict[type[Message], TableSpec] = {
     ),
     pb.DatasetVersion: TableSpec(
         "dataset_versions",
-        (
-            "dataset", "version_id", "parent_version_id", "row_count", "schema_hash", "status",
-            "status_reasons", "storage_uri", "manifest_uri", "min_event_time",
-            "max_event_time", "created_at", "features_json",
-        ),  # fmt: skip
+        _cols(
+            "dataset version_id parent_version_id row_count schema_hash status "
+            "status_reasons storage_uri manifest_uri min_event_time max_event_time "
+            "created_at features_json"
+        ),
         key_sql="concat(dataset, '/', version_id)",
         to_row=_dataset_version,
         key_index=lambda r: f"{r[0]}/{r[1]}",
     ),
     pb.RejectedEvent: TableSpec(
         "data_rejected",
-        (
-            "source_topic", "source_partition", "source_offset", "dataset", "event_id",
-            "service", "reason_codes", "reason_fields", "reason_messages", "original_value",
-            "rejected_at",
-        ),  # fmt: skip
+        _cols(
+            "source_topic source_partition source_offset dataset event_id service "
+            "reason_codes reason_fields reason_messages original_value rejected_at"
+        ),
         # Ingest may dead-letter one undecodable record twice after a crash: its source
         # position is the identity, not the (absent) event id.
-        key_sql="concat(source_topic, '/', toString(source_partition), '/', toString(source_offset))",
+        key_sql=POSITION_KEY_SQL,
         to_row=_data_rejected,
         key_index=lambda r: f"{r[0]}/{r[1]}/{r[2]}",
     ),
     pb.ModelEvent: TableSpec(
         "model_events",
-        (
-            "event_id", "model", "version", "type", "alias", "previous_version", "reason",
-            "actor", "traffic_percent", "report_json", "attributes", "created_at",
-        ),  # fmt: skip
+        _cols(
+            "event_id model version type alias previous_version reason actor "
+            "traffic_percent report_json attributes created_at"
+        ),
         key_sql="event_id",
         to_row=_model_event,
         key_index=_first,
     ),
     pb.DriftEvent: TableSpec(
         "drift_events",
-        (
-            "event_id", "model", "version", "window_start", "window_end", "metric", "feature",
-            "slice", "value", "threshold", "severity", "consecutive_windows", "created_at",
-        ),  # fmt: skip
+        _cols(
+            "event_id model version window_start window_end metric feature slice value "
+            "threshold severity consecutive_windows created_at"
+        ),
         key_sql="event_id",
         to_row=_drift_event,
         key_index=_first,
     ),
     pb.ExperimentEvent: TableSpec(
         "experiment_events",
-        (
-            "event_id", "experiment", "model", "window_start", "window_end",
-            "control_variant", "treatment_variant", "metric", "effect", "ci_low", "ci_high",
-            "p_value", "significant", "srm_detected", "srm_p_value", "guardrail_breaches",
-            "decision", "variants_json", "created_at",
-        ),  # fmt: skip
+        _cols(
+            "event_id experiment model window_start window_end control_variant "
+            "treatment_variant metric effect ci_low ci_high p_value significant "
+            "srm_detected srm_p_value guardrail_breaches decision variants_json created_at"
+        ),
         key_sql="event_id",
         to_row=_experiment_event,
         key_index=_first,
     ),
 }
 
-REJECTED_SPEC_COLUMNS: tuple[str, ...] = (
-    "source_topic", "source_partition", "source_offset", "reason", "original_key",
-    "original_value", "rejected_at",
-)  # fmt: skip
+REJECTED_SPEC_COLUMNS = _cols(
+    "source_topic source_partition source_offset reason original_key original_value rejected_at"
+)
 
 
 def spec_for_message(message: Message) -> TableSpec | None:

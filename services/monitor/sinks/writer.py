@@ -32,6 +32,7 @@ from clickhouse_connect.driver.client import Client
 
 from services.common.kafka import ConsumedBatch
 from services.monitor.sinks.rows import (
+    POSITION_KEY_SQL,
     REJECTED_SPEC_COLUMNS,
     SINK_TABLES,
     Row,
@@ -47,7 +48,7 @@ __all__ = ["PendingWrite", "SinkBuffer", "WriteResult", "write_pending"]
 _REJECTED = TableSpec(
     "sink_rejected",
     REJECTED_SPEC_COLUMNS,
-    key_sql="concat(source_topic, '/', toString(source_partition), '/', toString(source_offset))",
+    key_sql=POSITION_KEY_SQL,
     to_row=lambda env: (),
     key_index=lambda r: f"{r[0]}/{r[1]}/{r[2]}",
 )
@@ -130,8 +131,7 @@ def _existing_keys(client: Client, spec: TableSpec, rows: Sequence[Row]) -> set[
     for start in range(0, len(keys), _CHECK_CHUNK):
         chunk = keys[start : start + _CHECK_CHUNK]
         result = client.query(
-            f"SELECT DISTINCT {spec.key_sql} AS k FROM {spec.table} "
-            f"WHERE {where}k IN %(keys)s",
+            f"SELECT DISTINCT {spec.key_sql} AS k FROM {spec.table} WHERE {where}k IN %(keys)s",
             parameters={"keys": chunk},
         )
         found.update(str(r[0]) for r in result.result_rows)
