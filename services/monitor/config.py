@@ -27,7 +27,7 @@ class MonitorSettings(BaseSettings):
     tick_s: float = Field(default=5.0, gt=0)
     window_ms: int = Field(default=60_000, ge=1)
     lateness_ms: int = Field(default=5_000, ge=0)
-    reference_windows: int = Field(default=5, ge=2)
+    reference_windows: int = Field(default=10, ge=2)
     fire_after: int = Field(default=2, ge=1)
     clear_after: int = Field(default=3, ge=1)
     max_windows_per_tick: int = Field(default=50, ge=1)

@@ -278,9 +278,13 @@ class DriftJob:
             )
         )
         incident = _Incident(
-            obs.window_start_ms, firing.event_id, obs.value, obs.threshold, severity,
+            obs.window_start_ms,
+            firing.event_id,
+            obs.value,
+            obs.threshold,
+            severity,
             traffic.version,
-        )  # fmt: skip
+        )
         self._incidents[obs.key] = incident
         outcome.incident_rows.append(self._incident_row(obs.key, incident, obs, None, now))
 
@@ -308,11 +312,20 @@ class DriftJob:
     ) -> tuple[Any, ...]:
         model = key.model.rsplit("@", 1)[0]
         return (
-            model, incident.version, key.metric, key.feature, key.slice,
-            ts(incident.opened_ms), ts(obs.window_start_ms),
-            ts(closed_ms) if closed_ms is not None else None, incident.peak,
-            incident.threshold, incident.severity, incident.event_id, now,
-        )  # fmt: skip
+            model,
+            incident.version,
+            key.metric,
+            key.feature,
+            key.slice,
+            ts(incident.opened_ms),
+            ts(obs.window_start_ms),
+            ts(closed_ms) if closed_ms is not None else None,
+            incident.peak,
+            incident.threshold,
+            incident.severity,
+            incident.event_id,
+            now,
+        )
 
 
 def open_incident_count(client: Client, model: str) -> int:

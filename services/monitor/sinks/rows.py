@@ -54,7 +54,7 @@ class TableSpec:
 
 
 def _prediction(env: Envelope) -> Row:
-    m: pb.PredictionLog = env.message  # type: ignore[assignment]
+    m: pb.PredictionLog = env.message
     names = sorted(m.numeric)
     cats = sorted(m.categorical)
     return (
@@ -78,7 +78,7 @@ def _prediction(env: Envelope) -> Row:
 
 
 def _label(env: Envelope) -> Row:
-    m: pb.LabelEvent = env.message  # type: ignore[assignment]
+    m: pb.LabelEvent = env.message
     # A label without its own id is keyed by what it labels (one outcome per request).
     label_id = m.label_id or f"{m.request_id or m.entity_key}@{m.event_time_ms}"
     return (
@@ -92,7 +92,7 @@ def _label(env: Envelope) -> Row:
 
 
 def _dataset_version(env: Envelope) -> Row:
-    m: pb.DatasetVersion = env.message  # type: ignore[assignment]
+    m: pb.DatasetVersion = env.message
     features = [MessageToDict(f, preserving_proto_field_name=True) for f in m.features]
     return (
         m.dataset,
@@ -112,7 +112,7 @@ def _dataset_version(env: Envelope) -> Row:
 
 
 def _data_rejected(env: Envelope) -> Row:
-    m: pb.RejectedEvent = env.message  # type: ignore[assignment]
+    m: pb.RejectedEvent = env.message
     return (
         m.source_topic,
         m.source_partition,
@@ -129,7 +129,7 @@ def _data_rejected(env: Envelope) -> Row:
 
 
 def _model_event(env: Envelope) -> Row:
-    m: pb.ModelEvent = env.message  # type: ignore[assignment]
+    m: pb.ModelEvent = env.message
     return (
         m.event_id,
         m.model,
@@ -147,7 +147,7 @@ def _model_event(env: Envelope) -> Row:
 
 
 def _drift_event(env: Envelope) -> Row:
-    m: pb.DriftEvent = env.message  # type: ignore[assignment]
+    m: pb.DriftEvent = env.message
     return (
         m.event_id,
         m.model,
@@ -166,7 +166,7 @@ def _drift_event(env: Envelope) -> Row:
 
 
 def _experiment_event(env: Envelope) -> Row:
-    m: pb.ExperimentEvent = env.message  # type: ignore[assignment]
+    m: pb.ExperimentEvent = env.message
     variants = [MessageToDict(v, preserving_proto_field_name=True) for v in m.variants]
     decision = m.decision
     return (
