@@ -94,7 +94,7 @@ def monitor(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def _events(m: MonitorHarness) -> list[pb.DriftEvent]:
     rows = asyncio.run(read_topic(m.settings, m.topics.drift_events, pb.DriftEvent, idle_s=1.0))
-    return [msg for _, _, msg in rows]  # type: ignore[misc]
+    return [msg for _, _, msg in rows]
 
 
 def _judged(m: MonitorHarness, model: str) -> int:
@@ -209,7 +209,7 @@ def test_a_fifty_fifty_experiment_receiving_55_45_is_flagged_invalid(
                 monitor.settings, monitor.topics.experiments_events, pb.ExperimentEvent, idle_s=0.5
             )
         )
-        return [m for _, _, m in rows]  # type: ignore[misc]
+        return [m for _, _, m in rows]
 
     events = wait_until(
         experiment_events,
