@@ -68,7 +68,8 @@ def report(files: tuple[Path, Path, pa.Table, pa.Table], tmp_path_factory: Any) 
 
 
 def _values(report: Report) -> dict[tuple[str, int, str, str], float]:
-    return {(r["period"], r["chunk"], r["feature"], r["metric"]): r["value"] for r in report["rows"]}
+    rows = report["rows"]
+    return {(r["period"], r["chunk"], r["feature"], r["metric"]): r["value"] for r in rows}
 
 
 def _psi(ref_counts: np.ndarray, counts: np.ndarray) -> float:
