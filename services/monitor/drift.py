@@ -129,7 +129,8 @@ def _long_tables(client: Client, t: str, ref: str, ana: str, spec: DriftSpec) ->
     numeric = [*spec.numeric, *([spec.score] if spec.score else [])]
     categorical = [*spec.categorical, *([spec.label] if spec.label else [])]
     for name, cols, cast in (
-        ("num", numeric, "ifNull(toFloat64({c}), nan)"),
+        # + 0. turns -0.0 into 0.0: equal in comparisons, but distinct keys in GROUP BY.
+        ("num", numeric, "ifNull(toFloat64({c}), nan) + 0."),
         ("cat", categorical, "CAST({c} AS Nullable(String))"),
     ):
         if name == "num":

@@ -1,0 +1,170 @@
+"""`driftloop drift report` on Parquet files: the drift SQL (chDB) against scipy, alerts,
+and the columns it leaves out. Each report runs in its own process (one chDB per process)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+from scipy.special import rel_entr
+
+from services.monitor.drift import PSI_SMOOTHING
+from tests.conftest import run_cli
+
+CHUNK = 1000
+N = 3 * CHUNK
+Report = dict[str, Any]
+
+
+def _frame(rng: np.random.Generator, shifted: bool) -> pa.Table:
+    x = np.round(rng.normal(size=N), 1)  # rounded: ties, which KS must handle exactly
+    y = rng.normal(size=N)
+    y_missing = rng.uniform(size=N) < 0.05
+    cat = rng.choice(["a", "b", "c"], size=N, p=[0.5, 0.3, 0.2]).astype(object)
+    if shifted:
+        x[2 * CHUNK :] += 0.5  # chunk 2
+        cat[CHUNK : 2 * CHUNK] = rng.choice(["a", "b", "d"], size=CHUNK, p=[0.2, 0.3, 0.5])
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return pa.table(
+        {
+            "request_id": [f"req-{i}" for i in range(N)],
+            "event_time": [start + timedelta(seconds=i) for i in range(N)],
+            "comment": [f"free text number {rng.integers(1 << 40)}" for _ in range(N)],
+            "x": x,
+            "y": pa.array(np.where(y_missing, np.nan, y), mask=y_missing),
+            "cat": cat.tolist(),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pa.Table, pa.Table]:
+    rng = np.random.default_rng(7)
+    tmp = tmp_path_factory.mktemp("drift")
+    ref, ana = _frame(rng, shifted=False), _frame(rng, shifted=True)
+    pq.write_table(ref, tmp / "ref.parquet")
+    pq.write_table(ana, tmp / "ana.parquet")
+    return tmp / "ref.parquet", tmp / "ana.parquet", ref, ana
+
+
+@pytest.fixture(scope="module")
+def report(files: tuple[Path, Path, pa.Table, pa.Table], tmp_path_factory: Any) -> Report:
+    ref, ana, _, _ = files
+    home = tmp_path_factory.mktemp("home")
+    proc = run_cli(
+        "drift", "report", "--reference", str(ref), "--analysis", str(ana),
+        "--chunk-size", str(CHUNK), "--json", home=home,
+    )  # fmt: skip
+    return dict(json.loads(proc.stdout))
+
+
+def _values(report: Report) -> dict[tuple[str, int, str, str], float]:
+    rows = report["rows"]
+    return {(r["period"], r["chunk"], r["feature"], r["metric"]): r["value"] for r in rows}
+
+
+def _psi(ref_counts: np.ndarray, counts: np.ndarray) -> float:
+    k = len(ref_counts)
+    e = (ref_counts + PSI_SMOOTHING) / (ref_counts.sum() + PSI_SMOOTHING * k)
+    a = (counts + PSI_SMOOTHING) / (counts.sum() + PSI_SMOOTHING * k)
+    return float(np.sum(rel_entr(a, e) + rel_entr(e, a)))
+
+
+def _numeric_expected(ref: np.ndarray, chunk: np.ndarray) -> dict[str, float]:
+    ref_f, chunk_f = ref[np.isfinite(ref)], chunk[np.isfinite(chunk)]
+    edges = np.unique(np.quantile(ref_f, np.linspace(0, 1, 11)))
+    inner = edges[1:-1]
+    k = len(inner) + 1
+    bins: Callable[[np.ndarray], np.ndarray] = lambda v: np.bincount(  # noqa: E731
+        np.searchsorted(inner, v, side="right"), minlength=k
+    )
+    return {
+        "psi": _psi(bins(ref_f), bins(chunk_f)),
+        "ks": float(stats.ks_2samp(ref_f, chunk_f).statistic),
+        "null_rate": float(np.mean(~np.isfinite(chunk))),
+    }
+
+
+def _categorical_expected(ref: list[str], chunk: list[str]) -> dict[str, float]:
+    cats = sorted(set(ref) | set(chunk))
+    r = np.array([ref.count(c) for c in cats], dtype=float)
+    t = np.array([chunk.count(c) for c in cats], dtype=float)
+    table = np.vstack([r, t])
+    chi2 = stats.chi2_contingency(table, correction=False).statistic
+    return {
+        "psi": _psi(r, t),
+        "jensen_shannon": float(jensenshannon(r / r.sum(), t / t.sum(), base=2)),
+        "chi_squared": float(chi2),
+        "cramers_v": float(stats.contingency.association(table.astype(np.int64), method="cramer")),
+        "null_rate": 0.0,
+    }
+
+
+def test_every_statistic_matches_scipy_in_every_chunk(
+    files: tuple[Path, Path, pa.Table, pa.Table], report: Report
+) -> None:
+    _, _, ref, ana = files
+    got = _values(report)
+    checked = 0
+    for period, table in (("reference", ref), ("analysis", ana)):
+        for chunk in range(3):
+            part = table.slice(chunk * CHUNK, CHUNK)
+            for name in ("x", "y"):
+                ref_v = ref.column(name).to_numpy(zero_copy_only=False).astype(float)
+                chunk_v = part.column(name).to_numpy(zero_copy_only=False).astype(float)
+                for metric, want in _numeric_expected(ref_v, chunk_v).items():
+                    assert got[(period, chunk, name, metric)] == pytest.approx(want, abs=1e-6), (
+                        period, chunk, name, metric,
+                    )  # fmt: skip
+                    checked += 1
+            expected = _categorical_expected(ref.column("cat").to_pylist(), part["cat"].to_pylist())
+            for metric, want in expected.items():
+                assert got[(period, chunk, "cat", metric)] == pytest.approx(want, abs=1e-6), (
+                    period, chunk, "cat", metric,
+                )  # fmt: skip
+                checked += 1
+    assert checked == 2 * 3 * (2 * 3 + 5)
+
+
+def test_only_the_shifted_chunks_alert(report: Report) -> None:
+    alerts = {
+        (r["chunk"], r["feature"], r["metric"])
+        for r in report["rows"]
+        if r["alert"] and r["period"] == "analysis"
+    }
+    univariate = {a for a in alerts if a[1] != "*"}
+    assert {(2, "x", "psi"), (2, "x", "ks")} <= univariate
+    assert {(1, "cat", m) for m in ("psi", "jensen_shannon", "cramers_v")} <= univariate
+    assert {(c, f) for c, f, _ in univariate} == {(2, "x"), (1, "cat")}
+    assert not any(r["alert"] for r in report["rows"] if r["period"] == "reference")
+
+
+def test_ids_time_stamps_and_free_text_are_left_out_and_listed(report: Report) -> None:
+    assert report["numeric"] == ["x", "y"]
+    assert report["categorical"] == ["cat"]
+    left_out = report["left_out"]
+    assert set(left_out) == {"request_id", "event_time", "comment"}
+    assert "id" in left_out["request_id"]
+    assert "time stamp" in left_out["event_time"]
+    assert "free text" in left_out["comment"]
+
+
+def test_unknown_feature_is_a_clear_error(
+    files: tuple[Path, Path, pa.Table, pa.Table], tmp_path: Path
+) -> None:
+    ref, ana, _, _ = files
+    proc = run_cli(
+        "drift", "report", "--reference", str(ref), "--analysis", str(ana),
+        "--features", "x,nope", home=tmp_path, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "unknown columns ['nope']" in proc.stderr
