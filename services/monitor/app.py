@@ -84,6 +84,7 @@ class Monitor:
                 _log.info(
                     "sink.written", records=pending.records, inserted=result.inserted,
                     skipped={k: v for k, v in result.skipped.items() if v},
+                    rejected=result.rejected,
                 )  # fmt: skip
 
         while not self.stop.is_set():

@@ -29,13 +29,21 @@ __all__ = [
     "rejected_row",
     "spec_for_message",
     "ts",
+    "unstorable_row",
 ]
 
 Row = tuple[Any, ...]
 
 
+# DateTime64's range; ClickHouse would silently wrap a time outside it.
+_MIN_MS, _MAX_MS = -2_208_988_800_000, 10_413_792_000_000  # 1900-01-01, 2300-01-01
+
+
 def ts(ms: int) -> datetime:
-    """Epoch milliseconds as an aware UTC datetime (DateTime64(3, 'UTC'))."""
+    """Epoch milliseconds as an aware UTC datetime (DateTime64(3, 'UTC')); ValueError
+    outside the years 1900-2299 the column can hold."""
+    if not _MIN_MS <= ms < _MAX_MS:
+        raise ValueError(f"time {ms} ms is outside the years 1900-2299")
     return datetime.fromtimestamp(ms / 1000.0, UTC)
 
 
@@ -303,7 +311,20 @@ def rejected_row(failure: DecodeFailure, now_ms: int) -> Row:
         f"{failure.reason}: {failure.error}",
         (failure.key or b"").decode("utf-8", "backslashreplace"),
         (failure.value or b"").decode("utf-8", "backslashreplace"),
-        ts(failure.timestamp_ms or now_ms),
+        ts(now_ms),
+    )
+
+
+def unstorable_row(env: Envelope, reason: str, now_ms: int) -> Row:
+    """A decoded record that cannot become a row (e.g. a time outside DateTime64's range)."""
+    return (
+        env.topic,
+        env.partition,
+        env.offset,
+        f"unstorable: {reason}",
+        (env.key or b"").decode("utf-8", "backslashreplace"),
+        env.message.SerializeToString().decode("utf-8", "backslashreplace"),
+        ts(now_ms),
     )
 
 

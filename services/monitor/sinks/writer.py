@@ -22,6 +22,7 @@ token only catches an identical block.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from aiokafka import TopicPartition
 from clickhouse_connect.driver.client import Client
 
 from services.common.kafka import ConsumedBatch
+from services.common.logging import get_logger
 from services.monitor.sinks.rows import (
     POSITION_KEY_SQL,
     REJECTED_SPEC_COLUMNS,
@@ -40,6 +42,8 @@ from services.monitor.sinks.rows import (
     dedupe_in_batch,
     rejected_row,
     spec_for_message,
+    ts,
+    unstorable_row,
 )
 from services.monitor.store import INSERT_SETTINGS
 
@@ -53,6 +57,7 @@ _REJECTED = TableSpec(
     key_index=lambda r: f"{r[0]}/{r[1]}/{r[2]}",
 )
 _CHECK_CHUNK = 5_000  # keys per key-check query
+_log = get_logger(__name__)
 
 
 @dataclass
@@ -88,7 +93,12 @@ class SinkBuffer:
             spec = spec_for_message(env.message)
             if spec is None:  # a topic this monitor does not sink (cannot happen by config)
                 continue
-            pending.rows[spec.table].append(spec.to_row(env))
+            try:
+                row = spec.to_row(env)
+            except (ValueError, OverflowError) as exc:  # never crash-loop on one record
+                pending.rows[_REJECTED.table].append(unstorable_row(env, str(exc), now))
+                continue
+            pending.rows[spec.table].append(row)
         for failure in batch.failures:
             pending.rows[_REJECTED.table].append(rejected_row(failure, now))
         pending.records += len(batch)
@@ -111,6 +121,7 @@ class SinkBuffer:
 class WriteResult:
     inserted: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
 
 
 _SPECS_BY_TABLE: dict[str, TableSpec] = {s.table: s for s in SINK_TABLES.values()}
@@ -148,15 +159,54 @@ def write_pending(client: Client, pending: PendingWrite) -> WriteResult:
         unique = dedupe_in_batch(spec, rows)
         existing = _existing_keys(client, spec, unique)
         fresh = [r for r in unique if spec.key_of(r) not in existing]
+        failed: list[tuple[Row, str]] = []
         if fresh:
-            columns = list(zip(*fresh, strict=True))
-            client.insert(
-                table,
-                columns,
-                column_names=list(spec.columns),
-                column_oriented=True,
-                settings=INSERT_SETTINGS,
-            )
-        result.inserted[table] = len(fresh)
+            failed = _insert(client, spec, fresh)
+        if failed:
+            if table == _REJECTED.table:  # nowhere left to put them: stop, loudly
+                raise RuntimeError(f"cannot store dead letters: {failed[0][1]}")
+            now_ms = int(time.time() * 1000)
+            dead = [_dead_letter(spec, row, why, now_ms) for row, why in failed]
+            known = _existing_keys(client, _REJECTED, dead)
+            dead = [r for r in dead if _REJECTED.key_of(r) not in known]
+            if dead:
+                _insert_or_raise(client, _REJECTED, dead)
+            result.rejected[table] = len(failed)
+        result.inserted[table] = len(fresh) - len(failed)
         result.skipped[table] = len(rows) - len(fresh)
     return result
+
+
+def _insert_or_raise(client: Client, spec: TableSpec, rows: Sequence[Row]) -> None:
+    client.insert(
+        spec.table,
+        list(zip(*rows, strict=True)),
+        column_names=list(spec.columns),
+        column_oriented=True,
+        settings=INSERT_SETTINGS,
+    )
+
+
+def _insert(client: Client, spec: TableSpec, rows: Sequence[Row]) -> list[tuple[Row, str]]:
+    """Insert `rows`; if the block is refused, find the rows that are refused by halving
+    (the others are inserted) and return them with the store's reason."""
+    try:
+        _insert_or_raise(client, spec, rows)
+        return []
+    except Exception as exc:
+        if len(rows) == 1:
+            return [(rows[0], str(exc)[:2000])]
+        _log.warning("sink.insert_refused", table=spec.table, rows=len(rows), error=str(exc)[:500])
+    mid = len(rows) // 2
+    return _insert(client, spec, rows[:mid]) + _insert(client, spec, rows[mid:])
+
+
+def _dead_letter(spec: TableSpec, row: Row, reason: str, now_ms: int) -> Row:
+    """A refused row in sink_rejected, keyed by its table and a hash of its own key (the
+    row no longer knows its Kafka position), so a replay does not repeat it."""
+    key = spec.key_of(row)
+    digest = int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
+    return (
+        f"table:{spec.table}", 0, digest, f"insert refused: {reason}", key,
+        repr(row)[:100_000], ts(now_ms),
+    )  # fmt: skip

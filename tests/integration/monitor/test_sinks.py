@@ -67,7 +67,7 @@ EXPECTED = {
     "model_events": 2,
     "drift_events": 1,
     "experiment_events": 1,
-    "sink_rejected": 3,
+    "sink_rejected": 4,
 }
 
 
@@ -159,6 +159,8 @@ def test_every_topic_lands_once_and_a_replay_from_offset_0_adds_nothing(
         ],
     )
     monitor.publish_raw(t.predictions_log, [b"\x0a\xff\xff", b"not protobuf", b"\x12"])
+    # decodes, but its time is beyond what DateTime64 holds: dead-lettered, not a crash
+    monitor.publish(t.predictions_log, [("k", pb.PredictionLog(request_id="far", time_ms=10**16))])
 
     wait_until(lambda: _counts(monitor), lambda c: c == EXPECTED, 60, "every topic sunk once")
     assert monitor.scalar("SELECT uniqExact(request_id) FROM predictions") == 3000

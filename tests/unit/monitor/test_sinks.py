@@ -8,7 +8,7 @@ from driftloop.v1 import events_pb2 as pb
 from services.common.kafka import ConsumedBatch
 from services.common.kafka_serde import DecodeFailure, Envelope
 from services.monitor.sinks.rows import SINK_TABLES, dedupe_in_batch
-from services.monitor.sinks.writer import SinkBuffer
+from services.monitor.sinks.writer import SinkBuffer, write_pending
 
 
 def _env(msg: object, offset: int, topic: str = "predictions.log") -> Envelope:
@@ -66,3 +66,42 @@ def test_buffer_is_due_by_size_or_age_and_keeps_the_highest_offsets() -> None:
     assert pending.offsets == {TopicPartition("predictions.log", 0): 6}
     assert len(pending.rows["predictions"]) == 1 and len(pending.rows["sink_rejected"]) == 2
     assert len(buffer) == 0 and not buffer.due()
+
+
+class _RefusingClient:
+    """Stands in for the store: refuses any block holding a request id starting 'bad'."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, list[tuple[object, ...]]] = {}
+
+    def query(self, sql: str, parameters: object = None) -> object:
+        class _Result:
+            result_rows: list[tuple[object, ...]] = []
+
+        return _Result()
+
+    def insert(self, table: str, columns: list[tuple[object, ...]], **_: object) -> None:
+        rows = list(zip(*columns, strict=True))
+        if table == "predictions" and any(str(r[0]).startswith("bad") for r in rows):
+            raise ValueError("Code: 27. Cannot parse input")
+        self.tables.setdefault(table, []).extend(rows)
+
+
+def test_rows_the_store_refuses_are_dead_lettered_and_the_rest_inserted() -> None:
+    buffer = SinkBuffer(max_rows=100, max_age_ms=100)
+    ids = ["r0", "bad1", "r2", "r3", "bad4", "r5", "r6"]
+    buffer.add(
+        ConsumedBatch(
+            envelopes=[_env(pb.PredictionLog(request_id=i), n) for n, i in enumerate(ids)]
+        )
+    )
+    far = _env(pb.PredictionLog(request_id="far", time_ms=10**16), 7)
+    buffer.add(ConsumedBatch(envelopes=[far]))
+    client = _RefusingClient()
+    result = write_pending(client, buffer.take())  # type: ignore[arg-type]
+    assert sorted(r[0] for r in client.tables["predictions"]) == ["r0", "r2", "r3", "r5", "r6"]
+    reasons = [r[3] for r in client.tables["sink_rejected"]]
+    assert len(reasons) == 3
+    assert sum("insert refused" in r and "Cannot parse" in r for r in reasons) == 2
+    assert sum("unstorable" in r and "1900-2299" in r for r in reasons) == 1
+    assert result.inserted["predictions"] == 5 and result.rejected["predictions"] == 2
