@@ -71,6 +71,9 @@ def monitor(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     (tmp / "models" / "shift-model.yaml").write_text(
         "name: shift-model\ngate: {task: binary}\nmonitor:\n  segments: [region]\n"
     )
+    (tmp / "models" / "rows-model.yaml").write_text(
+        "name: rows-model\nmonitor:\n  window_rows: 500\n  thresholds: {null_rate: 0.5}\n"
+    )
     rng = np.random.default_rng(7)
     t = harness.topics
     # shift-model: 10 reference windows, 3 stable, then f0 moves by +0.5 sigma; one more
@@ -86,7 +89,15 @@ def monitor(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     stable = [
         item for w in range(REF + 101) for item in _window_predictions("stable-model", w, 300, rng)
     ]
-    harness.publish(t.predictions_log, shift + stable)
+    # rows-model: the same story judged in chunks of 500 predictions instead of minutes
+    by_rows = [
+        item
+        for w in range(SHIFT_AT + 4)
+        for item in _window_predictions(
+            "rows-model", w, 500, rng, shift=0.5 if w >= SHIFT_AT else 0.0
+        )
+    ]
+    harness.publish(t.predictions_log, shift + stable + by_rows)
     harness.start()
     yield harness
     harness.stop()
@@ -126,6 +137,26 @@ def test_a_half_sigma_shift_fires_for_that_feature_within_two_windows(
         "AND feature = 'f0' AND metric = 'psi' AND NOT is_reference GROUP BY alert_state"
     )
     assert "firing" in {s for s, _ in states}
+
+
+def test_row_count_chunks_fire_too_and_a_spec_threshold_overrides_the_learnt_one(
+    monitor: MonitorHarness,
+) -> None:
+    wait_until(lambda: _judged(monitor, "rows-model"), lambda n: n >= 5, 120, "judged chunks")
+    events = [e for e in _events(monitor) if e.model == "rows-model"]
+    f0 = [e for e in events if e.feature == "f0"]
+    assert f0 and {e.feature for e in events} <= {"f0", ""}
+    # chunk SHIFT_AT holds the first shifted rows; fire_after = 2 fires on the next one
+    assert min(e.window_start_ms for e in f0) <= T0_MS + (SHIFT_AT + 1) * W_MS
+    kinds = monitor.query(
+        "SELECT DISTINCT window_kind FROM drift_metrics WHERE model = 'rows-model'"
+    )
+    assert kinds == [["rows"]]
+    thresholds = monitor.query(
+        "SELECT DISTINCT threshold FROM drift_metrics WHERE model = 'rows-model' "
+        "AND metric = 'null_rate'"
+    )
+    assert thresholds == [[0.5]]
 
 
 def test_a_hundred_stable_windows_raise_no_event(monitor: MonitorHarness) -> None:
