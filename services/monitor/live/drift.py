@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,8 +119,13 @@ class _Incident:
 class DriftJob:
     """Owns the alert tracker, the open incidents and which windows each version has had."""
 
-    def __init__(self, max_windows_per_tick: int) -> None:
+    def __init__(
+        self,
+        max_windows_per_tick: int,
+        bins: Callable[[str, str], Mapping[str, Sequence[float]]] | None = None,
+    ) -> None:
         self._max_windows = max_windows_per_tick
+        self._bins = bins or (lambda _model, _version: {})
         self._trackers: dict[str, AlertTracker] = {}
         self._done: dict[tuple[str, str, str], int] = {}  # (model, version, kind) -> chunk
         self._incidents: dict[AlertKey, _Incident] = {}
@@ -188,6 +193,7 @@ class DriftJob:
             score=SCORE_COLUMN,
             multivariate=spec.multivariate and len(numeric) >= 2,
             overrides=spec.thresholds,
+            bins=self._reference_bins(traffic, numeric),
         )
         rel = version_relation  # the same columns on both sides
         ref_sql = by_time(
@@ -206,6 +212,12 @@ class DriftJob:
         )
         self._done[vkey] = plan.analysis[1]
         return outcome
+
+    def _reference_bins(
+        self, traffic: VersionTraffic, numeric: Sequence[str]
+    ) -> dict[str, Sequence[float]]:
+        found = self._bins(traffic.model, traffic.version)
+        return {name: edges for name, edges in found.items() if name in numeric}
 
     def _run_rows(
         self, client: Client, traffic: VersionTraffic, spec: ModelMonitorSpec
@@ -239,6 +251,7 @@ class DriftJob:
             score=SCORE_COLUMN,
             multivariate=spec.multivariate and len(numeric) >= 2,
             overrides=spec.thresholds,
+            bins=self._reference_bins(traffic, numeric),
         )
         rows = compute_drift(
             client,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import TopicPartition
 
 from driftloop.v1 import events_pb2 as pb
@@ -72,7 +74,7 @@ class _RefusingClient:
     """Stands in for the store: refuses any block holding a request id starting 'bad'."""
 
     def __init__(self) -> None:
-        self.tables: dict[str, list[tuple[object, ...]]] = {}
+        self.tables: dict[str, list[tuple[Any, ...]]] = {}
 
     def query(self, sql: str, parameters: object = None) -> object:
         class _Result:
