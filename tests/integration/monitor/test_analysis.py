@@ -192,13 +192,15 @@ def test_late_labels_update_performance(monitor: MonitorHarness) -> None:
             rid,
             pb.LabelEvent(
                 label_id=f"l-{rid}",
-                request_id=rid,
+                # half name the request, half only the entity (labelled up to the label time)
+                request_id=rid if n % 2 else "",
+                entity_key=rid,
                 model="shift-model",
                 outcome=float(rng.random() < score),
                 event_time_ms=T0_MS + (window + 20) * W_MS,
             ),
         )
-        for rid, score in preds
+        for n, (rid, score) in enumerate(preds)
     ]
     monitor.publish(monitor.topics.labels_feedback, labels)
     rows = wait_until(
