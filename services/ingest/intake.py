@@ -28,10 +28,10 @@ from services.common.datasets.schema import DatasetSchema
 from services.common.feature_store import OnlineFeatureStore
 from services.common.kafka import ProtobufProducer
 from services.common.logging import get_logger
-from services.ingest.columns import FlatEvents
+from services.ingest.decode.columns import FlatEvents
 from services.ingest.dedup import Claims, EventDedup
+from services.ingest.offsets import OffsetTracker, SealedWatermarks
 from services.ingest.pending import PendingRows, SourceBatch
-from services.ingest.sealing import OffsetTracker, SealedWatermarks
 from services.ingest.validation import (
     Code,
     DatasetContext,

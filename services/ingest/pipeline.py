@@ -22,7 +22,7 @@ its dataset's sealed watermark) nowhere again, because it is already in a versio
   the manifest is created only if absent. A crash between the manifest and the
   announcement is repaired at start-up by re-announcing each dataset's head version
   (the monitor's sink is idempotent by version id). At most one seal per dataset is in
-  flight (`sealer`), so each version's parent is the one sealed before it.
+  flight (`seal.jobs`), so each version's parent is the one sealed before it.
 * Event-id dedup across batches: `dedup.EventDedup` (Redis fast path, rebuilt from the
   sealed versions when Redis loses it), plus the ids of the unsealed rows, pending or
   being sealed, which validation treats as seen without asking Redis.
@@ -44,15 +44,17 @@ from services.common.kafka import ProtobufConsumer, ProtobufProducer
 from services.common.logging import get_logger
 from services.common.settings import TopicNames
 from services.ingest.config import IngestSettings
+from services.ingest.decode.wire import decode_flat
 from services.ingest.dedup import Claims, EventDedup, Strings
 from services.ingest.intake import InFlight, Intake, PipelineStats, update_online_features
+from services.ingest.offsets import OffsetTracker, committable_offsets
 from services.ingest.pending import PendingRows, SourceBatch
 from services.ingest.poller import Poller, RebalanceListener
-from services.ingest.sealer import Sealed, Sealer
-from services.ingest.sealing import OffsetTracker, SealPolicy, committable_offsets
-from services.ingest.storage import SealedState, VersionWriter
+from services.ingest.seal.history import SealedHistory
+from services.ingest.seal.jobs import FinishedSeal, SealJobs
+from services.ingest.seal.policy import SealPolicy
+from services.ingest.seal.version import VersionWriter
 from services.ingest.validation import validate_payloads
-from services.ingest.wire import decode_flat
 
 __all__ = ["IngestPipeline", "PipelineStats", "update_online_features", "wall_clock_ms"]
 
@@ -99,7 +101,7 @@ class IngestPipeline:
             stats=self.stats,
             features=features,
         )
-        self._sealer = Sealer(
+        self._sealer = SealJobs(
             storage=storage,
             producer=producer,
             schemas=schemas,
@@ -112,7 +114,7 @@ class IngestPipeline:
         self._poller = Poller(consumer.raw, ingest.poll_max_records, self._poll_timeout_ms)
         self._stopping = False
         self._reset_stream_state()
-        self._sealed = SealedState()
+        self._sealed = SealedHistory()
 
     def _reset_stream_state(self) -> None:
         self._pending: dict[str, PendingRows] = {}
@@ -135,7 +137,7 @@ class IngestPipeline:
         _log.info("ingest.recovered", heads=len(heads), datasets=sorted(heads))
 
     async def _reload(self) -> None:
-        self._sealed = SealedState.of(await asyncio.to_thread(self._storage.manifests))
+        self._sealed = SealedHistory.of(await asyncio.to_thread(self._storage.manifests))
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
         return RebalanceListener(self.on_revoked, self.on_assigned)
@@ -263,7 +265,7 @@ class IngestPipeline:
 
     # -- sealed versions, commits --------------------------------------------------------
 
-    def _apply(self, sealed: list[Sealed]) -> None:
+    def _apply(self, sealed: list[FinishedSeal]) -> None:
         """Finished seals: durable and announced, so their rows may stop holding the
         commit back and replays of them are skipped from now on."""
         for name, rows, stored in sealed:

@@ -21,18 +21,18 @@ from services.common.datasets.manifest import VersionManifest
 from services.common.datasets.schema import DatasetSchema
 from services.common.kafka import ProtobufProducer
 from services.ingest.pending import PendingRows
-from services.ingest.storage import StoredVersion, VersionWriter, seal_version
+from services.ingest.seal.version import StoredVersion, VersionWriter, seal_version
 
-__all__ = ["Sealed", "Sealer"]
+__all__ = ["FinishedSeal", "SealJobs"]
 
 
-class Sealed(NamedTuple):
+class FinishedSeal(NamedTuple):
     dataset: str
     rows: PendingRows
     stored: StoredVersion
 
 
-class Sealer:
+class SealJobs:
     def __init__(
         self,
         *,
@@ -86,23 +86,23 @@ class Sealer:
         message = manifest.to_proto(storage_uri, manifest_uri)
         await self._producer.send_and_wait(self._topic, message, key=manifest.dataset)
 
-    def reap(self) -> list[Sealed]:
+    def reap(self) -> list[FinishedSeal]:
         """The seals that have finished (durable and announced), no longer in flight."""
         done = [name for name, (_, task) in self.in_flight.items() if task.done()]
         return [self._take(name) for name in done]
 
-    async def wait_for(self, name: str) -> list[Sealed]:
+    async def wait_for(self, name: str) -> list[FinishedSeal]:
         """Wait for the seal of `name` in flight, if any; then every finished one, reaped."""
         if name in self.in_flight:
             await asyncio.wait([self.in_flight[name][1]])
         return self.reap()
 
-    async def wait(self) -> list[Sealed]:
+    async def wait(self) -> list[FinishedSeal]:
         """Wait for every seal in flight; all of them, reaped."""
         if self.in_flight:
             await asyncio.wait([task for _, task in self.in_flight.values()])
         return self.reap()
 
-    def _take(self, name: str) -> Sealed:
+    def _take(self, name: str) -> FinishedSeal:
         rows, task = self.in_flight.pop(name)
-        return Sealed(name, rows, task.result())
+        return FinishedSeal(name, rows, task.result())
