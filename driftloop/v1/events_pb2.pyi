@@ -20,6 +20,7 @@ class ExperimentDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPERIMENT_DECISION_CONTINUE: _ClassVar[ExperimentDecision]
     EXPERIMENT_DECISION_PROMOTE: _ClassVar[ExperimentDecision]
     EXPERIMENT_DECISION_ROLLBACK: _ClassVar[ExperimentDecision]
+    EXPERIMENT_DECISION_INVALID: _ClassVar[ExperimentDecision]
 
 class ModelEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -43,6 +44,7 @@ EXPERIMENT_DECISION_UNSPECIFIED: ExperimentDecision
 EXPERIMENT_DECISION_CONTINUE: ExperimentDecision
 EXPERIMENT_DECISION_PROMOTE: ExperimentDecision
 EXPERIMENT_DECISION_ROLLBACK: ExperimentDecision
+EXPERIMENT_DECISION_INVALID: ExperimentDecision
 MODEL_EVENT_TYPE_UNSPECIFIED: ModelEventType
 MODEL_EVENT_TYPE_TRAINING_STARTED: ModelEventType
 MODEL_EVENT_TYPE_TRAINING_SKIPPED: ModelEventType
@@ -224,7 +226,7 @@ class LabelEvent(_message.Message):
     def __init__(self, label_id: _Optional[str] = ..., request_id: _Optional[str] = ..., entity_key: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[float] = ..., event_time_ms: _Optional[int] = ...) -> None: ...
 
 class PredictionLog(_message.Message):
-    __slots__ = ("request_id", "time_ms", "model", "version", "variant", "shadow", "entity_key", "numeric", "categorical", "score", "latency_ms", "experiment", "bucket")
+    __slots__ = ("request_id", "time_ms", "model", "version", "variant", "shadow", "entity_key", "numeric", "categorical", "score", "latency_ms", "experiment", "bucket", "error")
     class NumericEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +254,7 @@ class PredictionLog(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     BUCKET_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     time_ms: int
     model: str
@@ -265,7 +268,8 @@ class PredictionLog(_message.Message):
     latency_ms: float
     experiment: str
     bucket: int
-    def __init__(self, request_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., variant: _Optional[str] = ..., shadow: _Optional[bool] = ..., entity_key: _Optional[str] = ..., numeric: _Optional[_Mapping[str, float]] = ..., categorical: _Optional[_Mapping[str, str]] = ..., score: _Optional[float] = ..., latency_ms: _Optional[float] = ..., experiment: _Optional[str] = ..., bucket: _Optional[int] = ...) -> None: ...
+    error: str
+    def __init__(self, request_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., variant: _Optional[str] = ..., shadow: _Optional[bool] = ..., entity_key: _Optional[str] = ..., numeric: _Optional[_Mapping[str, float]] = ..., categorical: _Optional[_Mapping[str, str]] = ..., score: _Optional[float] = ..., latency_ms: _Optional[float] = ..., experiment: _Optional[str] = ..., bucket: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class DriftEvent(_message.Message):
     __slots__ = ("event_id", "model", "version", "window_start_ms", "window_end_ms", "metric", "feature", "slice", "value", "threshold", "severity", "consecutive_windows", "created_at_ms")

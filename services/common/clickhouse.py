@@ -55,12 +55,16 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
     def statements(self) -> list[str]:
-        # Migrations are plain DDL; statements end with ';' at the end of a line.
-        parts = re.split(r";\s*(?:\n|$)", self.sql)
+        """The migration's statements, comments removed, in order.
+
+        sqlparse splits on statement boundaries, not on line ends, so `…; -- a comment`
+        stays with its own statement and a ';' inside a string literal splits nothing.
+        """
+        import sqlparse
+
         cleaned = []
-        for part in parts:
-            lines = [ln for ln in part.splitlines() if not ln.strip().startswith("--")]
-            stmt = "\n".join(lines).strip()
+        for part in sqlparse.split(self.sql):
+            stmt = sqlparse.format(part, strip_comments=True).strip().rstrip(";").strip()
             if stmt:
                 cleaned.append(stmt)
         return cleaned

@@ -15,7 +15,7 @@ def test_migrations_applied_twice_give_the_same_schema(tmp_path: Path) -> None:
     first = json.loads(
         run_cli("store", "migrate", "--dsn", dsn, "--json", home=tmp_path).stdout.splitlines()[-1]
     )
-    assert first["applied"] == ["0001_events"]
+    assert first["applied"] == ["0001_events", "0002_monitor"]
     schema_1 = json.loads(run_cli("store", "schema", "--dsn", dsn, home=tmp_path).stdout)
     second = json.loads(
         run_cli("store", "migrate", "--dsn", dsn, "--json", home=tmp_path).stdout.splitlines()[-1]
@@ -23,6 +23,8 @@ def test_migrations_applied_twice_give_the_same_schema(tmp_path: Path) -> None:
     assert second["applied"] == []
     schema_2 = json.loads(run_cli("store", "schema", "--dsn", dsn, home=tmp_path).stdout)
     assert schema_1 == schema_2
+    assert ["alert_state", "LowCardinality(String)"] in schema_1["drift_metrics"]
+    assert ["error", "String"] in schema_1["predictions"]
     for table in (
         "predictions",
         "labels",
@@ -32,6 +34,10 @@ def test_migrations_applied_twice_give_the_same_schema(tmp_path: Path) -> None:
         "dataset_versions",
         "data_rejected",
         "experiment_events",
+        "performance_metrics",
+        "experiment_stats",
+        "alert_incidents",
+        "sink_rejected",
         "schema_migrations",
     ):
         assert table in schema_1

@@ -1,0 +1,1 @@
+"""The monitor's timer jobs over the live store: drift, performance, experiments."""

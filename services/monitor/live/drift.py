@@ -1,0 +1,337 @@
+"""Rolling drift per model version: every closed window judged against the version's own
+reference windows, in ClickHouse SQL (services/monitor/drift.py), then through the alert
+tracker.
+
+Windows are tumbling windows of `window_ms` over the prediction time. A window is closed
+when the newest prediction of its version is `lateness_ms` past its end (a watermark, so
+a slightly late log still lands in its window). The reference is the version's first
+`reference_windows` closed windows: the traffic it served when it was deployed, which is
+what "normal" looks like for it, and whose window-to-window variation sets each metric's
+default threshold (thresholds.py; a model spec's `monitor.thresholds` overrides a metric).
+Each tick judges the windows closed since the last tick, in order, so the hysteresis sees
+every window once; the rows, the alert state after each window and the incidents are
+written, and an incident opening becomes a `DriftEvent` (published before its rows are
+written: a crash in between re-judges the window and publishes the same event id again,
+which the drift_events sink drops).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from driftloop.v1 import events_pb2 as pb
+from services.monitor.alerts import AlertKey, AlertState, AlertTracker, Firing, Observation
+from services.monitor.drift import DriftRow, DriftSpec, compute_drift
+from services.monitor.live.traffic import (
+    SCORE_COLUMN,
+    TIME_COLUMN,
+    VersionTraffic,
+    feature_names,
+    version_relation,
+)
+from services.monitor.sinks.rows import ts
+from services.monitor.specs import ModelMonitorSpec
+from services.monitor.sql import by_time, literal
+
+__all__ = [
+    "DRIFT_COLUMNS",
+    "INCIDENT_COLUMNS",
+    "DriftJob",
+    "DriftOutcome",
+    "open_incident_count",
+    "window_plan",
+]
+
+_SEVERITY_NAMES = {2: "warning", 3: "critical"}
+
+
+def _columns(names: str) -> list[str]:
+    return names.split()
+
+
+DRIFT_COLUMNS = _columns(
+    "model version window_start window_end metric feature slice value threshold breached "
+    "computed_at window_kind rows reference_rows is_reference alert_state consecutive severity"
+)
+INCIDENT_COLUMNS = _columns(
+    "model version metric feature slice opened_window last_window closed_window peak_value "
+    "threshold severity event_id updated_at"
+)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    reference: tuple[int, int]  # chunk ids [first, last] of the reference windows
+    analysis: tuple[int, int] | None  # chunk ids to judge now, or None
+
+
+def window_plan(
+    traffic: VersionTraffic, spec: ModelMonitorSpec, last_done: int | None, max_windows: int
+) -> WindowPlan | None:
+    """Which windows to judge now (pure); None while the reference is still filling."""
+    w = spec.window_ms
+    first = traffic.first_ms // w
+    ref_last = first + spec.reference_windows - 1
+    closed = (traffic.last_ms - spec.lateness_ms) // w - 1  # newest closed window
+    if closed < ref_last:
+        return None
+    start = max(ref_last + 1, (last_done + 1) if last_done is not None else ref_last + 1)
+    if start > closed:
+        return WindowPlan((first, ref_last), None)
+    return WindowPlan((first, ref_last), (start, min(closed, start + max_windows - 1)))
+
+
+def _naming(row: DriftRow) -> tuple[str, str]:
+    """(metric, feature) as stored and published: the score's metrics are prediction_*,
+    the multivariate detector is model-level (no feature)."""
+    if row.kind == "score":
+        return f"prediction_{row.metric}", ""
+    if row.kind == "multivariate":
+        return row.metric, ""
+    return row.metric, row.feature
+
+
+@dataclass
+class DriftOutcome:
+    metric_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    incident_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[pb.DriftEvent] = field(default_factory=list)
+    windows: int = 0
+
+
+@dataclass
+class _Incident:
+    opened_ms: int
+    event_id: str
+    peak: float
+    threshold: float
+    severity: str
+    version: str
+
+
+class DriftJob:
+    """Owns the alert tracker, the open incidents and which windows each version has had."""
+
+    def __init__(self, max_windows_per_tick: int) -> None:
+        self._max_windows = max_windows_per_tick
+        self._trackers: dict[str, AlertTracker] = {}
+        self._done: dict[tuple[str, str], int] = {}
+        self._incidents: dict[AlertKey, _Incident] = {}
+
+    def _tracker(self, spec: ModelMonitorSpec) -> AlertTracker:
+        tracker = self._trackers.get(spec.model)
+        if tracker is None:
+            tracker = self._trackers[spec.model] = AlertTracker(spec.fire_after, spec.clear_after)
+        return tracker
+
+    def restore(self, client: Client, specs: dict[str, ModelMonitorSpec]) -> None:
+        """Progress, alert states and open incidents from the store (after a restart)."""
+        for model, version, kind, last in client.query(
+            "SELECT model, version, window_kind, toUnixTimestamp64Milli(max(window_start)) "
+            "FROM drift_metrics WHERE NOT is_reference GROUP BY model, version, window_kind"
+        ).result_rows:
+            spec = specs.get(str(model))
+            if spec is not None and kind == "time":
+                self._done[(str(model), str(version))] = int(last) // spec.window_ms
+        for model, version, metric, feature, sl, state, consecutive, last in client.query(
+            "SELECT model, version, metric, feature, slice, "
+            "argMax(alert_state, window_start), argMax(consecutive, window_start), "
+            "toUnixTimestamp64Milli(max(window_start)) FROM drift_metrics FINAL "
+            "WHERE NOT is_reference AND alert_state != '' "
+            "GROUP BY model, version, metric, feature, slice"
+        ).result_rows:
+            spec = specs.get(str(model))
+            if spec is None:
+                continue
+            key = AlertKey(f"{model}@{version}", str(metric), str(feature), str(sl))
+            self._tracker(spec).restore(key, AlertState(state, int(consecutive), int(last)))
+        for row in client.query(
+            "SELECT model, version, metric, feature, slice, toUnixTimestamp64Milli(opened_window),"
+            " event_id, peak_value, threshold, severity FROM alert_incidents FINAL "
+            "WHERE closed_window IS NULL"
+        ).result_rows:
+            model, version, metric, feature, sl, opened, event_id, peak, threshold, sev = row
+            key = AlertKey(f"{model}@{version}", str(metric), str(feature), str(sl))
+            self._incidents[key] = _Incident(
+                int(opened), str(event_id), float(peak), float(threshold), str(sev), str(version)
+            )
+
+    def run(self, client: Client, traffic: VersionTraffic, spec: ModelMonitorSpec) -> DriftOutcome:
+        outcome = DriftOutcome()
+        vkey = (traffic.model, traffic.version)
+        plan = window_plan(traffic, spec, self._done.get(vkey), self._max_windows)
+        if plan is None or plan.analysis is None:
+            return outcome
+        w = spec.window_ms
+        ref_lo, ref_hi = plan.reference[0] * w, (plan.reference[1] + 1) * w
+        ana_lo, ana_hi = plan.analysis[0] * w, (plan.analysis[1] + 1) * w
+        numeric, categorical = feature_names(client, traffic.model, traffic.version, ref_lo, ref_hi)
+        drift_spec = DriftSpec(
+            numeric=numeric,
+            categorical=categorical,
+            score=SCORE_COLUMN,
+            multivariate=spec.multivariate and len(numeric) >= 2,
+            overrides=spec.thresholds,
+        )
+        rel = version_relation  # the same columns on both sides
+        ref_sql = by_time(
+            rel(traffic.model, traffic.version, ref_lo, ref_hi, numeric, categorical),
+            w,
+            TIME_COLUMN,
+        )
+        ana_sql = by_time(
+            rel(traffic.model, traffic.version, ana_lo, ana_hi, numeric, categorical),
+            w,
+            TIME_COLUMN,
+        )
+        rows = compute_drift(client, ref_sql, ana_sql, drift_spec)
+        self._judge(rows, traffic, spec, outcome)
+        self._done[vkey] = plan.analysis[1]
+        return outcome
+
+    def _judge(
+        self,
+        rows: list[DriftRow],
+        traffic: VersionTraffic,
+        spec: ModelMonitorSpec,
+        outcome: DriftOutcome,
+    ) -> None:
+        w = spec.window_ms
+        now = ts(int(time.time() * 1000))
+        ref_rows = sum(r.rows for r in rows if r.period == "reference" and r.metric == "psi")
+        tracker = self._tracker(spec)
+        chunks: set[int] = set()
+        for row in sorted(rows, key=lambda r: (r.period != "reference", r.chunk)):
+            metric, feature = _naming(row)
+            start_ms, end_ms = row.chunk * w, (row.chunk + 1) * w
+            state, consecutive, severity = "", 0, ""
+            alertable = math.isfinite(row.threshold) and row.period == "analysis"
+            if row.period == "analysis":
+                chunks.add(row.chunk)
+            if alertable:
+                key = AlertKey(f"{traffic.model}@{traffic.version}", metric, feature, "")
+                obs = Observation(
+                    key, traffic.version, start_ms, end_ms, row.value, row.threshold, row.alert
+                )
+                after, firing = tracker.observe(obs)
+                state, consecutive = after.state, after.consecutive
+                if firing is not None:
+                    severity = _SEVERITY_NAMES.get(firing.severity, "warning")
+                    self._open(firing, traffic, metric, feature, severity, outcome, now)
+                elif key in self._incidents:
+                    self._advance(key, obs, after, traffic, metric, feature, outcome, now)
+            outcome.metric_rows.append(
+                (
+                    traffic.model,
+                    traffic.version,
+                    ts(start_ms),
+                    ts(end_ms),
+                    metric,
+                    feature,
+                    "",
+                    row.value,
+                    row.threshold,
+                    bool(row.alert),
+                    now,
+                    "time",
+                    row.rows,
+                    ref_rows,
+                    row.period == "reference",
+                    state,
+                    consecutive,
+                    severity,
+                )
+            )
+        outcome.windows = len(chunks)
+
+    def _open(
+        self,
+        firing: Firing,
+        traffic: VersionTraffic,
+        metric: str,
+        feature: str,
+        severity: str,
+        outcome: DriftOutcome,
+        now: Any,
+    ) -> None:
+        obs = firing.observation
+        outcome.events.append(
+            pb.DriftEvent(
+                event_id=firing.event_id,
+                model=traffic.model,
+                version=traffic.version,
+                window_start_ms=obs.window_start_ms,
+                window_end_ms=obs.window_end_ms,
+                metric=metric,
+                feature=feature,
+                slice="",
+                value=obs.value,
+                threshold=obs.threshold,
+                severity=firing.severity,  # type: ignore[arg-type]
+                consecutive_windows=firing.consecutive,
+                created_at_ms=int(time.time() * 1000),
+            )
+        )
+        incident = _Incident(
+            obs.window_start_ms,
+            firing.event_id,
+            obs.value,
+            obs.threshold,
+            severity,
+            traffic.version,
+        )
+        self._incidents[obs.key] = incident
+        outcome.incident_rows.append(self._incident_row(obs.key, incident, obs, None, now))
+
+    def _advance(
+        self,
+        key: AlertKey,
+        obs: Observation,
+        after: AlertState,
+        traffic: VersionTraffic,
+        metric: str,
+        feature: str,
+        outcome: DriftOutcome,
+        now: Any,
+    ) -> None:
+        incident = self._incidents[key]
+        incident.peak = max(incident.peak, obs.value)
+        closed = obs.window_end_ms if after.state == "ok" else None
+        outcome.incident_rows.append(self._incident_row(key, incident, obs, closed, now))
+        if closed is not None:
+            del self._incidents[key]
+
+    @staticmethod
+    def _incident_row(
+        key: AlertKey, incident: _Incident, obs: Observation, closed_ms: int | None, now: Any
+    ) -> tuple[Any, ...]:
+        model = key.model.rsplit("@", 1)[0]
+        return (
+            model,
+            incident.version,
+            key.metric,
+            key.feature,
+            key.slice,
+            ts(incident.opened_ms),
+            ts(obs.window_start_ms),
+            ts(closed_ms) if closed_ms is not None else None,
+            incident.peak,
+            incident.threshold,
+            incident.severity,
+            incident.event_id,
+            now,
+        )
+
+
+def open_incident_count(client: Client, model: str) -> int:
+    return int(
+        client.query(
+            "SELECT count() FROM alert_incidents FINAL "
+            f"WHERE model = {literal(model)} AND closed_window IS NULL"
+        ).result_rows[0][0]
+    )

@@ -1,0 +1,87 @@
+"""Which model versions have traffic, and their predictions as a flat relation (SQL text).
+
+Predictions are stored with their features as parallel name/value arrays (one schema for
+every model); the drift SQL wants one column per feature, so `version_relation` unpacks
+the arrays (a feature absent from a row is NULL there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from clickhouse_connect.driver.client import Client
+
+from services.monitor.sql import ident, literal
+
+__all__ = ["SCORE_COLUMN", "TIME_COLUMN", "VersionTraffic", "discover", "version_relation"]
+
+SCORE_COLUMN = "__score"
+TIME_COLUMN = "__t"
+
+
+@dataclass(frozen=True)
+class VersionTraffic:
+    model: str
+    version: str
+    first_ms: int
+    last_ms: int
+    rows: int
+
+
+def discover(client: Client) -> list[VersionTraffic]:
+    rows = client.query(
+        "SELECT model, version, toUnixTimestamp64Milli(min(time)), "
+        "toUnixTimestamp64Milli(max(time)), count() FROM predictions "
+        "GROUP BY model, version ORDER BY model, version"
+    ).result_rows
+    return [VersionTraffic(str(m), str(v), int(a), int(b), int(n)) for m, v, a, b, n in rows]
+
+
+def feature_names(
+    client: Client, model: str, version: str, lo_ms: int, hi_ms: int
+) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) feature names seen in [lo_ms, hi_ms)."""
+    row = client.query(
+        "SELECT arraySort(groupUniqArrayArray(feature_names)), "
+        "arraySort(groupUniqArrayArray(category_names)) FROM predictions "
+        f"WHERE {version_filter(model, version, lo_ms, hi_ms)}"
+    ).result_rows[0]
+    return [str(n) for n in row[0]], [str(n) for n in row[1]]
+
+
+def version_filter(model: str, version: str, lo_ms: int, hi_ms: int) -> str:
+    return (
+        f"model = {literal(model)} AND version = {literal(version)} "
+        f"AND time >= fromUnixTimestamp64Milli(toInt64({int(lo_ms)}), 'UTC') "
+        f"AND time < fromUnixTimestamp64Milli(toInt64({int(hi_ms)}), 'UTC')"
+    )
+
+
+def version_relation(
+    model: str,
+    version: str,
+    lo_ms: int,
+    hi_ms: int,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    extra: Sequence[str] = (),
+) -> str:
+    """`(SELECT …)`: the version's predictions in [lo_ms, hi_ms), one column per feature,
+    `__t` (epoch ms) and `__score`."""
+    cols = [f"toUnixTimestamp64Milli(time) AS {TIME_COLUMN}", f"score AS {SCORE_COLUMN}"]
+    for name in numeric:
+        i = f"indexOf(feature_names, {literal(name)})"
+        cols.append(
+            f"if({i} = 0, CAST(NULL AS Nullable(Float64)), feature_values[{i}]) AS {ident(name)}"
+        )
+    for name in categorical:
+        i = f"indexOf(category_names, {literal(name)})"
+        cols.append(
+            f"if({i} = 0, CAST(NULL AS Nullable(String)), category_values[{i}]) AS {ident(name)}"
+        )
+    cols.extend(extra)
+    return (
+        f"(SELECT {', '.join(cols)} FROM predictions "
+        f"WHERE {version_filter(model, version, lo_ms, hi_ms)})"
+    )

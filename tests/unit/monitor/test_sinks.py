@@ -1,0 +1,107 @@
+"""Sink rows and the buffer's size/age rule (pure)."""
+
+from __future__ import annotations
+
+from aiokafka import TopicPartition
+
+from driftloop.v1 import events_pb2 as pb
+from services.common.kafka import ConsumedBatch
+from services.common.kafka_serde import DecodeFailure, Envelope
+from services.monitor.sinks.rows import SINK_TABLES, dedupe_in_batch
+from services.monitor.sinks.writer import SinkBuffer, write_pending
+
+
+def _env(msg: object, offset: int, topic: str = "predictions.log") -> Envelope:
+    return Envelope(topic, 0, offset, b"k", msg, {}, 1_000)
+
+
+def test_shadow_copies_keep_their_own_key_and_repeats_collapse() -> None:
+    spec = SINK_TABLES[pb.PredictionLog]
+    live = spec.to_row(_env(pb.PredictionLog(request_id="r1", numeric={"b": 2, "a": 1}), 0))
+    shadow = spec.to_row(_env(pb.PredictionLog(request_id="r1", shadow=True), 1))
+    assert spec.key_of(live) != spec.key_of(shadow)
+    assert dedupe_in_batch(spec, [live, shadow, live]) == [live, shadow]
+    assert live[spec.columns.index("feature_names")] == ["a", "b"]
+    assert live[spec.columns.index("feature_values")] == [1.0, 2.0]
+
+
+def test_every_topic_message_has_a_table_with_matching_columns() -> None:
+    for cls, spec in SINK_TABLES.items():
+        row = spec.to_row(_env(cls(), 0))
+        assert len(row) == len(spec.columns), spec.table
+
+
+def test_dead_letters_are_keyed_by_source_position() -> None:
+    spec = SINK_TABLES[pb.RejectedEvent]
+    a = spec.to_row(
+        _env(pb.RejectedEvent(source_topic="t", source_partition=1, source_offset=5), 0)
+    )
+    b = spec.to_row(
+        _env(pb.RejectedEvent(source_topic="t", source_partition=1, source_offset=5), 9)
+    )
+    assert spec.key_of(a) == spec.key_of(b) == "t/1/5"
+
+
+def test_buffer_is_due_by_size_or_age_and_keeps_the_highest_offsets() -> None:
+    now = [0]
+    buffer = SinkBuffer(max_rows=3, max_age_ms=100, clock_ms=lambda: now[0])
+    batch = ConsumedBatch(
+        envelopes=[_env(pb.PredictionLog(request_id="r"), 4)],
+        offsets={TopicPartition("predictions.log", 0): 5},
+    )
+    buffer.add(batch)
+    assert not buffer.due()
+    now[0] = 100
+    assert buffer.due()  # by age
+    failure = DecodeFailure(
+        "predictions.log", 0, 5, b"k", b"x", {}, 0, "PredictionLog", "decode_error", "bad"
+    )
+    buffer.add(
+        ConsumedBatch(
+            failures=[failure, failure], offsets={TopicPartition("predictions.log", 0): 6}
+        )
+    )
+    assert len(buffer) == 3 and buffer.due()  # by size
+    pending = buffer.take()
+    assert pending.offsets == {TopicPartition("predictions.log", 0): 6}
+    assert len(pending.rows["predictions"]) == 1 and len(pending.rows["sink_rejected"]) == 2
+    assert len(buffer) == 0 and not buffer.due()
+
+
+class _RefusingClient:
+    """Stands in for the store: refuses any block holding a request id starting 'bad'."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, list[tuple[object, ...]]] = {}
+
+    def query(self, sql: str, parameters: object = None) -> object:
+        class _Result:
+            result_rows: list[tuple[object, ...]] = []
+
+        return _Result()
+
+    def insert(self, table: str, columns: list[tuple[object, ...]], **_: object) -> None:
+        rows = list(zip(*columns, strict=True))
+        if table == "predictions" and any(str(r[0]).startswith("bad") for r in rows):
+            raise ValueError("Code: 27. Cannot parse input")
+        self.tables.setdefault(table, []).extend(rows)
+
+
+def test_rows_the_store_refuses_are_dead_lettered_and_the_rest_inserted() -> None:
+    buffer = SinkBuffer(max_rows=100, max_age_ms=100)
+    ids = ["r0", "bad1", "r2", "r3", "bad4", "r5", "r6"]
+    buffer.add(
+        ConsumedBatch(
+            envelopes=[_env(pb.PredictionLog(request_id=i), n) for n, i in enumerate(ids)]
+        )
+    )
+    far = _env(pb.PredictionLog(request_id="far", time_ms=10**16), 7)
+    buffer.add(ConsumedBatch(envelopes=[far]))
+    client = _RefusingClient()
+    result = write_pending(client, buffer.take())  # type: ignore[arg-type]
+    assert sorted(r[0] for r in client.tables["predictions"]) == ["r0", "r2", "r3", "r5", "r6"]
+    reasons = [r[3] for r in client.tables["sink_rejected"]]
+    assert len(reasons) == 3
+    assert sum("insert refused" in r and "Cannot parse" in r for r in reasons) == 2
+    assert sum("unstorable" in r and "1900-2299" in r for r in reasons) == 1
+    assert result.inserted["predictions"] == 5 and result.rejected["predictions"] == 2
