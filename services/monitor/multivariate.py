@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.monitor.sql import ident, number_array
+from services.monitor.sql import ident
 
 __all__ = ["PcaModel", "fit_pca", "standardized_array"]
 
@@ -27,25 +27,35 @@ class PcaModel:
     features: tuple[str, ...]
     means: tuple[float, ...]
     stds: tuple[float, ...]
-    components: tuple[tuple[float, ...], ...]  # k rows of length d
+    components: tuple[tuple[float, ...], ...]  # the kept axes: k rows of length d
+    residual: tuple[tuple[float, ...], ...]  # the other d - k axes
 
     def error_sql(self) -> str:
-        """The SQL expression of one row's reconstruction error."""
-        z = standardized_array(self.features, self.means, self.stds)
-        w = "[" + ", ".join(number_array(c) for c in self.components) + "]"
-        return (
-            f"arraySum(x -> x * x, {z} AS __z) - "
-            f"arraySum(w -> pow(arraySum(arrayMap((a, b) -> a * b, w, __z)), 2), {w})"
-        )
+        """The SQL expression of one row's reconstruction error.
+
+        The axes are an orthonormal basis, so |z|^2 - |W^T z|^2 is the squared length of
+        z on the discarded axes: a few dot products written as plain column arithmetic
+        (a lambda over a constant matrix would copy the matrix for every row)."""
+        z = [
+            _standardized(n, m, s)
+            for n, m, s in zip(self.features, self.means, self.stds, strict=True)
+        ]
+        dots = [
+            "(" + " + ".join(f"{w!r} * {zi}" for w, zi in zip(axis, z, strict=True)) + ")"
+            for axis in self.residual
+        ]
+        return "(" + " + ".join(f"pow({d}, 2)" for d in dots) + ")"
+
+
+def _standardized(name: str, mean: float, std: float) -> str:
+    v = f"ifNull(toFloat64({ident(name)}), nan)"
+    return f"if(isFinite({v}), ({v} - {mean!r}) / {std!r}, 0.)"
 
 
 def standardized_array(
     features: Sequence[str], means: Sequence[float], stds: Sequence[float]
 ) -> str:
-    parts = []
-    for name, mean, std in zip(features, means, stds, strict=True):
-        v = f"ifNull(toFloat64({ident(name)}), nan)"
-        parts.append(f"if(isFinite({v}), ({v} - {mean!r}) / {std!r}, 0.)")
+    parts = [_standardized(*args) for args in zip(features, means, stds, strict=True)]
     return "[" + ", ".join(parts) + "]"
 
 
@@ -68,5 +78,7 @@ def fit_pca(
         return None
     kept = int(np.searchsorted(np.cumsum(eigvals) / total, variance_kept) + 1)
     kept = max(1, min(kept, d - 1))  # leave at least one axis for the error to live in
-    comps = tuple(tuple(float(x) for x in eigvecs[:, i]) for i in range(kept))
-    return PcaModel(tuple(features), tuple(means), tuple(stds), comps)
+    axes = [tuple(float(x) for x in eigvecs[:, i]) for i in range(d)]
+    return PcaModel(
+        tuple(features), tuple(means), tuple(stds), tuple(axes[:kept]), tuple(axes[kept:])
+    )

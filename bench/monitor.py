@@ -1,0 +1,163 @@
+"""Drift in ClickHouse SQL (the monitor's `compute_drift`) against Evidently, same rows, one run.
+
+    python -m bench.monitor                        # 1M rows x 30 features, 10 windows of 100k
+    python -m bench.monitor --windows 10 --window-rows 10000
+
+The analysis has `windows` windows of `window_rows` rows, the reference `window_rows` rows,
+every feature N(0, 1) and f0 shifted by +0.5 sigma in the last two windows only: exactly two
+(feature, window) pairs should be flagged. Evidently 0.7.23 (`DataDriftPreset`, default
+tests) runs in its own venv under $DRIFTLOOP_CACHE (it needs pandas<3; never in the
+services' lock), made from bench/evidently/requirements.txt on first use; it is timed over
+its windows with the Parquet reading excluded. The SQL side is timed from rows already in
+the store (the live monitor's situation) to the per-chunk rows with thresholds: once with
+every statistic (PSI, exact KS, null rate, PCA reconstruction error; the reference split in
+10 chunks for the thresholds) and once without KS, the costliest one (one sort per column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from clickhouse_connect.driver.client import Client
+from rich.console import Console
+from rich.table import Table
+
+from services.common.clickhouse import connect
+from services.monitor.drift import DriftSpec, compute_drift
+
+_console = Console()
+_HERE = Path(__file__).resolve().parent
+_EVIDENTLY = "0.7.23"
+
+
+def _data(rows: int, n_features: int, shifted_from: int | None, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    cols: dict[str, np.ndarray] = {"row": np.arange(rows, dtype=np.int64)}
+    for i in range(n_features):
+        values = rng.normal(size=rows)
+        if i == 0 and shifted_from is not None:
+            values[shifted_from:] += 0.5
+        cols[f"f{i}"] = values
+    return pa.table(cols)
+
+
+def _evidently_python() -> Path:
+    cache = Path(os.environ.get("DRIFTLOOP_CACHE", Path.home() / ".cache" / "driftloop"))
+    venv = cache / f"bench-evidently-{_EVIDENTLY}"
+    python = venv / "bin" / "python"
+    if python.exists():
+        return python
+    uv = shutil.which("uv") or next((str(p) for p in cache.glob("uv-*/bin/uv")), None)
+    if uv is None:
+        raise SystemExit(
+            "bench.monitor needs uv to build the Evidently venv (scripts/bootstrap.sh)"
+        )
+    _console.print(f"building {venv} (Evidently {_EVIDENTLY}, bench only)")
+    subprocess.run([uv, "venv", "--python", "3.11", str(venv)], check=True)
+    subprocess.run(
+        [uv, "pip", "install", "--python", str(python), "-r",
+         str(_HERE / "evidently" / "requirements.txt")],
+        check=True,
+    )  # fmt: skip
+    return python
+
+
+def _run_evidently(ref: Path, ana: Path, window_rows: int) -> tuple[float, set[tuple[str, int]]]:
+    proc = subprocess.run(
+        [str(_evidently_python()), str(_HERE / "evidently" / "run.py"), str(ref), str(ana),
+         str(window_rows)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return float(result["seconds"]), {(f, int(w)) for f, w in result["flagged"]}
+
+
+def _load(client: Client, ref: pa.Table, ana: pa.Table, features: list[str]) -> None:
+    ddl = ", ".join(f"{f} Float64" for f in features)
+    for name, table in (("reference", ref), ("analysis", ana)):
+        client.command(f"DROP TABLE IF EXISTS {name}")
+        client.command(f"CREATE TABLE {name} (row Int64, {ddl}) ENGINE = MergeTree ORDER BY row")
+        client.insert_arrow(name, table, settings={"async_insert": 0})
+
+
+def _run_sql(
+    client: Client, ref_rows: int, window_rows: int, features: list[str], ks: bool
+) -> tuple[float, set[tuple[str, int]], set[int]]:
+    ref_chunk = max(1, ref_rows // 10)
+    source = "SELECT *, intDiv(row, {n}) AS __chunk, toFloat64(row) AS __key FROM {t}"
+    start = time.perf_counter()
+    rows = compute_drift(
+        client,
+        source.format(n=ref_chunk, t="reference"),
+        source.format(n=window_rows, t="analysis"),
+        DriftSpec(numeric=features, ks=ks),
+    )
+    seconds = time.perf_counter() - start
+    flagged = {
+        (r.feature, r.chunk)
+        for r in rows
+        if r.alert and r.period == "analysis" and r.feature != "*"
+    }
+    multivariate = {
+        r.chunk for r in rows if r.alert and r.period == "analysis" and r.feature == "*"
+    }
+    return seconds, flagged, multivariate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=10)
+    parser.add_argument("--window-rows", type=int, default=100_000)
+    parser.add_argument("--features", type=int, default=30)
+    args = parser.parse_args()
+    windows, window_rows = args.windows, args.window_rows
+    features = [f"f{i}" for i in range(args.features)]
+    truth = {("f0", w) for w in (windows - 2, windows - 1)}
+    ref = _data(window_rows, args.features, None, seed=1)
+    ana = _data(windows * window_rows, args.features, (windows - 2) * window_rows, seed=2)
+    with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
+        ref_path, ana_path = Path(tmp) / "ref.parquet", Path(tmp) / "ana.parquet"
+        pq.write_table(ref.drop(["row"]), ref_path)
+        pq.write_table(ana.drop(["row"]), ana_path)
+        client = connect(f"chdb://{Path(tmp) / 'store'}")
+        _load(client, ref, ana, features)
+        sql_all = _run_sql(client, ref.num_rows, window_rows, features, True)
+        sql_no_ks = _run_sql(client, ref.num_rows, window_rows, features, False)
+        client.close()
+        ev_seconds, ev_flagged = _run_evidently(ref_path, ana_path, window_rows)
+    table = Table(
+        title=f"drift: {windows} windows x {window_rows:,} rows x {args.features} features "
+        f"vs a {window_rows:,}-row reference; true pairs {sorted(truth)}"
+    )
+    for col in ("path", "seconds", "vs Evidently", "flagged", "false alarms", "missed"):
+        table.add_column(col)
+    for name, seconds, flagged in (
+        (f"Evidently {_EVIDENTLY} DataDriftPreset", ev_seconds, ev_flagged),
+        ("ClickHouse SQL, all statistics", sql_all[0], sql_all[1]),
+        ("ClickHouse SQL, without KS", sql_no_ks[0], sql_no_ks[1]),
+    ):
+        table.add_row(
+            name,
+            f"{seconds:.2f}",
+            f"{ev_seconds / seconds:.1f}x",
+            str(sorted(flagged)),
+            str(len(flagged - truth)),
+            str(len(truth - flagged)),
+        )
+    _console.print(table)
+    _console.print(f"PCA reconstruction error alerts (windows): {sorted(sql_all[2])}")
+    _console.print("sink rows/s vs a raw clickhouse-connect Arrow insert: not measured (no sink)")
+
+
+if __name__ == "__main__":
+    main()
