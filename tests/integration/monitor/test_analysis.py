@@ -272,3 +272,31 @@ def test_the_trainer_policy_retrains_on_the_monitors_drift_event(monitor: Monito
     decision = decide(spec.policy, ModelState(model="shift-model"), trigger)
     assert decision.train, decision
     assert decision.reason == "drift"
+
+
+def test_a_restart_keeps_the_open_incident_and_raises_nothing_twice(
+    monitor: MonitorHarness,
+) -> None:
+    wait_until(lambda: _judged(monitor, "shift-model"), lambda n: n >= 6, 120, "judged windows")
+    before = [e for e in _events(monitor) if e.model == "shift-model"]
+    judged = _judged(monitor, "shift-model")
+    monitor.stop()
+    rng = np.random.default_rng(21)
+    more = [
+        item
+        for w in range(SHIFT_AT + 4, SHIFT_AT + 7)
+        for item in _window_predictions("shift-model", w, 600, rng, shift=0.5)
+    ]
+    monitor.publish(monitor.topics.predictions_log, more)
+    monitor.start()
+    wait_until(
+        lambda: _judged(monitor, "shift-model"), lambda n: n >= judged + 2, 120, "new windows"
+    )
+    after = [e for e in _events(monitor) if e.model == "shift-model"]
+    assert sorted(e.event_id for e in after) == sorted(e.event_id for e in before)
+    open_incidents = monitor.query(
+        "SELECT metric, closed_window IS NULL FROM alert_incidents FINAL "
+        "WHERE model = 'shift-model' AND feature = 'f0'"
+    )
+    assert {m for m, is_open in open_incidents if is_open} >= {"psi", "ks"}
+    assert int(monitor.scalar("SELECT count() - uniqExact(event_id) FROM drift_events")) == 0
