@@ -69,6 +69,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $sudo systemctl disable --now redis-server >/dev/null 2>&1 || $sudo service redis-server stop >/dev/null 2>&1 || true
 fi
 
+# 3b. headless Chromium (the dashboards' report test opens `driftloop report` in it)
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium through apt"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null \
+    || die "apt-get install chromium failed"
+fi
+
 # 4. the Kafka broker jars (Maven Central, into the cache)
 driftloop stack fetch
 

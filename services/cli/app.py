@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from services.cli import datasets, drift, models, proto, samples, stack, store, training
+from services.cli import datasets, drift, models, proto, report, samples, stack, store, training
 from services.common.clickhouse import AnalyticsStoreError
 from services.common.settings import SettingsError
 from services.stack.errors import StackError
@@ -28,6 +28,7 @@ datasets.app.command("publish-sample")(samples.publish_sample)
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(models.app, name="models")
 app.add_typer(drift.app, name="drift")
+app.command("report")(report.report)
 app.command("train")(training.train)
 
 _err = Console(stderr=True)

@@ -51,9 +51,9 @@ DASHBOARDS: tuple[Dashboard, ...] = (
             Panel(
                 "Predictions per minute by version",
                 "timeseries",
-                "SELECT toStartOfMinute(time) AS time, version AS series, count() AS value "
+                "SELECT toStartOfMinute(time) AS minute, version AS series, count() AS value "
                 f"FROM predictions WHERE {_M} AND $__timeFilter(time) "
-                "GROUP BY time, series ORDER BY time",
+                "GROUP BY minute, series ORDER BY minute",
             ),
             Panel(
                 "Drift alerts per window",
@@ -179,10 +179,10 @@ def bind(sql: str, model: str, since_ms: int = 0, until_ms: int | None = None) -
     milliseconds (default: everything) and the model's name."""
     if not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", model):
         raise ValueError(f"invalid model name {model!r}")
-    until = "" if until_ms is None else f" AND toUnixTimestamp64Milli({{c}}) < {int(until_ms)}"
 
     def time_filter(match: re.Match[str]) -> str:
-        col = match[1]
-        return f"(toUnixTimestamp64Milli({col}) >= {int(since_ms)}{until.format(c=col)})"
+        ms = f"toUnixTimestamp64Milli(toDateTime64({match[1]}, 3))"
+        until = "" if until_ms is None else f" AND {ms} < {int(until_ms)}"
+        return f"({ms} >= {int(since_ms)}{until})"
 
     return _TIME_FILTER.sub(time_filter, sql).replace("${model}", model)

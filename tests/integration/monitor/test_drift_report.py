@@ -168,3 +168,27 @@ def test_unknown_feature_is_a_clear_error(
     )  # fmt: skip
     assert proc.returncode == 2
     assert "unknown columns ['nope']" in proc.stderr
+
+
+def test_a_broken_correlation_alerts_only_the_multivariate_detector(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    n = 4 * CHUNK
+
+    def frame(broken: bool) -> pa.Table:
+        a = rng.normal(size=n)
+        b = a + 0.3 * rng.normal(size=n)
+        if broken:  # chunks 2-3: b keeps its marginal but no longer follows a
+            b[2 * CHUNK :] = rng.permutation(b[2 * CHUNK :])
+        return pa.table({"a": a, "b": b, "c": rng.normal(size=n), "d": rng.normal(size=n)})
+
+    pq.write_table(frame(False), tmp_path / "ref.parquet")
+    pq.write_table(frame(True), tmp_path / "ana.parquet")
+    proc = run_cli(
+        "drift", "report", "--reference", str(tmp_path / "ref.parquet"),
+        "--analysis", str(tmp_path / "ana.parquet"), "--chunk-size", str(CHUNK), "--json",
+        home=tmp_path,
+    )  # fmt: skip
+    rows = json.loads(proc.stdout)["rows"]
+    alerts = {(r["chunk"], r["feature"], r["metric"]) for r in rows if r["alert"]}
+    assert alerts == {(2, "*", "pca_reconstruction_error"), (3, "*", "pca_reconstruction_error")}
+    assert not any(r["alert"] for r in rows if r["period"] == "reference")
