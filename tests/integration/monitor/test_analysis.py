@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from services.common.settings import Settings
 from services.trainer.policy import ModelState, decide
 from services.trainer.specs import load_model_spec
 from services.trainer.triggers import triggers_for
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_cli
 from tests.integration.ingest.events_gen import read_topic
 from tests.integration.monitor.harness import MonitorHarness, wait_until
 
@@ -300,3 +301,17 @@ def test_a_restart_keeps_the_open_incident_and_raises_nothing_twice(
     )
     assert {m for m, is_open in open_incidents if is_open} >= {"psi", "ks"}
     assert int(monitor.scalar("SELECT count() - uniqExact(event_id) FROM drift_events")) == 0
+
+
+def test_the_report_renders_every_panel_through_the_query_api(
+    monitor: MonitorHarness, tmp_path: Path
+) -> None:
+    wait_until(lambda: _judged(monitor, "shift-model"), lambda n: n >= 6, 120, "judged windows")
+    page = tmp_path / "report.html"
+    run_cli(
+        "report", "--model", "shift-model", "--api", f"http://127.0.0.1:{monitor.port}",
+        "--html", str(page), home=monitor.tmp,
+    )  # fmt: skip
+    html = page.read_text()
+    assert "plotly" in html.lower() and "shift-model" in html
+    assert "query failed" not in html
