@@ -103,6 +103,17 @@ def _print_table(result: DriftReport, show_all: bool) -> None:
     )
     for name, why in sorted(result.columns.left_out.items()):
         out.print(f"left out: {name}: {why}", highlight=False)
+    if result.performance:
+        perf = Table(title="performance per chunk (realised on labelled rows; CBPE estimate)")
+        for col in ("period", "chunk", "metric", "labelled", "realised", "estimated", "95 % band"):
+            perf.add_column(col)
+        for p in result.performance:
+            band = f"{_fmt(p.low)}..{_fmt(p.high)}" if math.isfinite(p.low) else "—"
+            perf.add_row(
+                p.period, str(p.chunk), p.metric, str(p.labelled), _fmt(p.realised),
+                _fmt(p.estimated), band,
+            )  # fmt: skip
+        out.print(perf)
 
 
 def render_html(result: DriftReport) -> str:

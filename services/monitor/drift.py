@@ -11,7 +11,8 @@ analysis source, and each chunk of the reference itself, with the whole referenc
   Jensen-Shannon distance (base 2, in [0, 1], scipy's `jensenshannon`), the chi-squared
   statistic of the 2 x k table reference vs chunk (scipy's `chi2_contingency` without
   correction) and its effect size Cramér's V = sqrt(chi2 / n); null rate;
-- all numeric features together: the mean PCA reconstruction error (multivariate.py).
+- all numeric features together: the mean PCA reconstruction error (multivariate.py),
+  fitted on the even reference chunks, the odd ones giving its reference values.
 
 Every value is a `DriftRow` with its threshold (thresholds.py: the metric's spread over
 the reference's chunks, floored by an effect size) and whether it alerts. The rows stay

@@ -9,19 +9,29 @@ in every chunk and would drown the real alerts, so it is listed, not silently ju
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from clickhouse_connect.driver.client import Client
 
 from services.common.clickhouse import connect
 from services.monitor.drift import DriftRow, DriftSpec, compute_drift
+from services.monitor.performance import estimate_binary, realised_binary, realised_regression
 from services.monitor.sql import by_rows, ident, literal
 
-__all__ = ["ColumnChoice", "DriftReport", "ReportError", "choose_columns", "drift_report"]
+__all__ = [
+    "ColumnChoice",
+    "DriftReport",
+    "PerformanceRow",
+    "ReportError",
+    "choose_columns",
+    "drift_report",
+]
 
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|index)$|^(id|uuid|guid)([_\W]|$)", re.I)
 _TIME_NAME = re.compile(r"(^|_)(time|timestamp|ts|date|datetime)$|_at$", re.I)
@@ -44,12 +54,28 @@ class ColumnChoice:
 
 
 @dataclass(frozen=True)
+class PerformanceRow:
+    """A chunk's performance: realised on its labelled rows (NaN without labels) and the
+    label-free CBPE estimate from its scores with the 95 % band (binary tasks)."""
+
+    period: str
+    chunk: int
+    metric: str
+    labelled: int
+    realised: float
+    estimated: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
 class DriftReport:
     columns: ColumnChoice
     chunk_size: int
     reference_rows: int
     analysis_rows: int
     rows: list[DriftRow]
+    performance: list[PerformanceRow] = field(default_factory=list)
 
     def alerts(self) -> list[DriftRow]:
         return [r for r in self.rows if r.alert and r.period == "analysis"]
@@ -63,6 +89,13 @@ class DriftReport:
             "categorical": self.columns.categorical,
             "left_out": self.columns.left_out,
             "rows": [r.as_dict() for r in self.rows],
+            "performance": [
+                {
+                    k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                    for k, v in r.__dict__.items()
+                }
+                for r in self.performance
+            ],
         }
 
 
@@ -240,9 +273,59 @@ def drift_report(
                 score=score_column,
                 label=label_column,
             )
-            rows = compute_drift(
-                client, by_rows(ref_rel, size, order), by_rows(ana_rel, size, order), spec
+            ref_src, ana_src = by_rows(ref_rel, size, order), by_rows(ana_rel, size, order)
+            rows = compute_drift(client, ref_src, ana_src, spec)
+            performance = (
+                _performance(client, ref_src, ana_src, score_column, label_column)
+                if score_column
+                else []
             )
         finally:
             client.close()
-    return DriftReport(choice, size, n_ref, n_ana, rows)
+    return DriftReport(choice, size, n_ref, n_ana, rows, performance)
+
+
+def _performance(
+    client: Client, ref_src: str, ana_src: str, score: str, label: str | None
+) -> list[PerformanceRow]:
+    """Realised and CBPE-estimated performance per chunk (services/monitor/performance.py;
+    the estimate assumes calibrated probabilities, so it is given for scores in [0, 1])."""
+    label_sql = (
+        f"toFloat64OrNull(toString({ident(label)}))" if label else "CAST(NULL AS Nullable(Float64))"
+    )
+    out: list[PerformanceRow] = []
+    for period, src in (("reference", ref_src), ("analysis", ana_src)):
+        result = client.query(
+            f"SELECT __chunk, groupArray(toFloat64({ident(score)})), "
+            f"groupArray({label_sql}) FROM ({src}) WHERE {ident(score)} IS NOT NULL "
+            "GROUP BY __chunk ORDER BY __chunk"
+        ).result_rows
+        for chunk, scores_list, labels_list in result:
+            scores = np.asarray(scores_list, dtype=float)
+            labels = np.asarray([np.nan if v is None else v for v in labels_list], dtype=float)
+            known = np.isfinite(labels)
+            binary = bool(np.all(np.isin(labels[known], (0.0, 1.0))))
+            probabilities = bool(scores.size and scores.min() >= 0 and scores.max() <= 1)
+            realised: dict[str, float] = {}
+            if known.any():
+                realised = (
+                    realised_binary(scores[known], labels[known])
+                    if binary
+                    else realised_regression(scores[known], labels[known])
+                )
+            estimated = estimate_binary(scores) if binary and probabilities else {}
+            for metric in sorted(set(realised) | set(estimated)):
+                est = estimated.get(metric)
+                out.append(
+                    PerformanceRow(
+                        period,
+                        int(chunk),
+                        metric,
+                        int(known.sum()),
+                        realised.get(metric, math.nan),
+                        est.value if est else math.nan,
+                        est.low if est else math.nan,
+                        est.high if est else math.nan,
+                    )
+                )
+    return out

@@ -7,10 +7,7 @@ each chunk reports its min and max) and the columns to judge, by name.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
-__all__ = ["by_rows", "by_time", "ident", "literal", "number_array"]
+__all__ = ["by_rows", "by_time", "ident", "literal"]
 
 
 def ident(name: str) -> str:
@@ -21,15 +18,6 @@ def ident(name: str) -> str:
 def literal(text: str) -> str:
     """A Python string as a ClickHouse string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def number_array(values: Sequence[float]) -> str:
-    parts = []
-    for v in values:
-        if not math.isfinite(v):
-            raise ValueError(f"non-finite number {v!r} in a SQL array")
-        parts.append(repr(float(v)))
-    return "CAST([" + ", ".join(parts) + "] AS Array(Float64))"
 
 
 def by_rows(relation: str, chunk_size: int, order_by: str) -> str:

@@ -192,3 +192,43 @@ def test_a_broken_correlation_alerts_only_the_multivariate_detector(tmp_path: Pa
     alerts = {(r["chunk"], r["feature"], r["metric"]) for r in rows if r["alert"]}
     assert alerts == {(2, "*", "pca_reconstruction_error"), (3, "*", "pca_reconstruction_error")}
     assert not any(r["alert"] for r in rows if r["period"] == "reference")
+
+
+def test_labels_from_a_third_file_give_realised_performance_next_to_its_estimate(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(5)
+    n = 2 * 2000
+
+    def frame(start: int) -> pa.Table:
+        score = rng.uniform(0.02, 0.98, size=n)
+        return pa.table(
+            {"request_id": [f"q{start + i}" for i in range(n)], "x": rng.normal(size=n),
+             "score": score, "outcome": (rng.uniform(size=n) < score).astype(np.int64)}
+        )  # fmt: skip
+
+    ref, ana = frame(0), frame(n)
+    pq.write_table(ref.drop(["outcome"]), tmp_path / "ref.parquet")
+    pq.write_table(ana.drop(["outcome"]), tmp_path / "ana.parquet")
+    labels = pa.concat_tables([ref, ana]).select(["request_id", "outcome"])
+    pq.write_table(labels, tmp_path / "labels.parquet")
+    proc = run_cli(
+        "drift", "report", "--reference", str(tmp_path / "ref.parquet"),
+        "--analysis", str(tmp_path / "ana.parquet"), "--chunk-size", "2000",
+        "--score-column", "score", "--label-column", "outcome",
+        "--labels", str(tmp_path / "labels.parquet"), "--id-column", "request_id", "--json",
+        home=tmp_path,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    auc = [p for p in report["performance"] if p["metric"] == "auc"]
+    assert {(p["period"], p["chunk"]) for p in auc} == {
+        (period, c) for period in ("reference", "analysis") for c in (0, 1)
+    }
+    for p in auc:
+        assert p["labelled"] == 2000
+        # calibrated scores: the label-free estimate is close to what the labels say
+        assert abs(p["realised"] - p["estimated"]) < 0.05, p
+        assert p["low"] < p["estimated"] < p["high"]
+    kinds = {(r["feature"], r["kind"]) for r in report["rows"]}
+    assert ("score", "score") in kinds and ("outcome", "label") in kinds
+    assert "request_id" in report["left_out"]
