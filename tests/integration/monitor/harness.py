@@ -1,5 +1,6 @@
-"""The monitor as a child process on the real stack, with its own topics, consumer group,
-chDB store and HTTP port, and helpers to feed it and read what it did."""
+"""The monitor as a child process (tests/integration/harness.py) on the real stack, with its
+own topics, consumer group, chDB store and HTTP port, and helpers to feed it and read what
+it did."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from google.protobuf.message import Message
 
 from services.common.kafka import create_producer, ensure_topics
 from services.common.settings import Settings, TopicNames, load_settings
-from tests.integration.trainer.loop_harness import ServiceProcess, free_port
+from tests.integration.harness import ServiceProcess, free_port
 
 __all__ = ["MonitorHarness", "group_caught_up", "wait_until"]
 
