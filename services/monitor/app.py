@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from services.common.artifacts import ArtifactStore
 from services.common.clickhouse import apply_migrations
 from services.common.http_server import embedded_server
 from services.common.kafka import (
@@ -29,9 +30,11 @@ from services.common.kafka import (
     create_producer,
 )
 from services.common.logging import configure_logging, get_logger
+from services.common.registry import ModelRegistry
 from services.common.settings import Settings, load_settings
 from services.monitor.config import MonitorSettings
 from services.monitor.http_api import create_http_app
+from services.monitor.live.reference_bins import ReferenceBins
 from services.monitor.live.scheduler import Analysis
 from services.monitor.sinks.writer import SinkBuffer, write_pending
 from services.monitor.specs import load_monitor_specs
@@ -148,7 +151,8 @@ async def run(settings: Settings, config: MonitorSettings) -> None:
 
     app = create_http_app(config, run_query, monitor.readiness)
     server = embedded_server(app, config.http_host, config.http_port)
-    analysis = Analysis(config, specs)
+    registry = ModelRegistry(ArtifactStore.from_settings(settings))  # manifests only
+    analysis = Analysis(config, specs, ReferenceBins(registry))
     async with producer, consumer:
         _log.info(
             "monitor.started", topics=sink_topics(settings), group_id=config.group_id,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from services.monitor.live.traffic import (
     TIME_COLUMN,
     VersionTraffic,
     feature_names,
+    version_filter,
     version_relation,
 )
 from services.monitor.sinks.rows import ts
@@ -117,10 +119,15 @@ class _Incident:
 class DriftJob:
     """Owns the alert tracker, the open incidents and which windows each version has had."""
 
-    def __init__(self, max_windows_per_tick: int) -> None:
+    def __init__(
+        self,
+        max_windows_per_tick: int,
+        bins: Callable[[str, str], Mapping[str, Sequence[float]]] | None = None,
+    ) -> None:
         self._max_windows = max_windows_per_tick
+        self._bins = bins or (lambda _model, _version: {})
         self._trackers: dict[str, AlertTracker] = {}
-        self._done: dict[tuple[str, str], int] = {}
+        self._done: dict[tuple[str, str, str], int] = {}  # (model, version, kind) -> chunk
         self._incidents: dict[AlertKey, _Incident] = {}
 
     def _tracker(self, spec: ModelMonitorSpec) -> AlertTracker:
@@ -131,13 +138,20 @@ class DriftJob:
 
     def restore(self, client: Client, specs: dict[str, ModelMonitorSpec]) -> None:
         """Progress, alert states and open incidents from the store (after a restart)."""
-        for model, version, kind, last in client.query(
-            "SELECT model, version, window_kind, toUnixTimestamp64Milli(max(window_start)) "
-            "FROM drift_metrics WHERE NOT is_reference GROUP BY model, version, window_kind"
+        for model, version, kind, last, judged in client.query(
+            "SELECT model, version, window_kind, toUnixTimestamp64Milli(max(window_start)), "
+            "uniqExact(window_start) FROM drift_metrics WHERE NOT is_reference "
+            "GROUP BY model, version, window_kind"
         ).result_rows:
             spec = specs.get(str(model))
-            if spec is not None and kind == "time":
-                self._done[(str(model), str(version))] = int(last) // spec.window_ms
+            if spec is None:
+                continue
+            if kind == "time":
+                self._done[(str(model), str(version), "time")] = int(last) // spec.window_ms
+            elif kind == "rows":  # chunks are judged in order from the first after the reference
+                self._done[(str(model), str(version), "rows")] = (
+                    spec.reference_windows + int(judged) - 1
+                )
         for model, version, metric, feature, sl, state, consecutive, last in client.query(
             "SELECT model, version, metric, feature, slice, "
             "argMax(alert_state, window_start), argMax(consecutive, window_start), "
@@ -162,8 +176,10 @@ class DriftJob:
             )
 
     def run(self, client: Client, traffic: VersionTraffic, spec: ModelMonitorSpec) -> DriftOutcome:
+        if spec.window_rows > 0:
+            return self._run_rows(client, traffic, spec)
         outcome = DriftOutcome()
-        vkey = (traffic.model, traffic.version)
+        vkey = (traffic.model, traffic.version, "time")
         plan = window_plan(traffic, spec, self._done.get(vkey), self._max_windows)
         if plan is None or plan.analysis is None:
             return outcome
@@ -177,6 +193,7 @@ class DriftJob:
             score=SCORE_COLUMN,
             multivariate=spec.multivariate and len(numeric) >= 2,
             overrides=spec.thresholds,
+            bins=self._reference_bins(traffic, numeric),
         )
         rel = version_relation  # the same columns on both sides
         ref_sql = by_time(
@@ -190,8 +207,60 @@ class DriftJob:
             TIME_COLUMN,
         )
         rows = compute_drift(client, ref_sql, ana_sql, drift_spec)
-        self._judge(rows, traffic, spec, outcome)
+        self._judge(
+            rows, traffic, spec, outcome, "time", lambda r: (r.chunk * w, (r.chunk + 1) * w)
+        )
         self._done[vkey] = plan.analysis[1]
+        return outcome
+
+    def _reference_bins(
+        self, traffic: VersionTraffic, numeric: Sequence[str]
+    ) -> dict[str, Sequence[float]]:
+        found = self._bins(traffic.model, traffic.version)
+        return {name: edges for name, edges in found.items() if name in numeric}
+
+    def _run_rows(
+        self, client: Client, traffic: VersionTraffic, spec: ModelMonitorSpec
+    ) -> DriftOutcome:
+        """Chunks of `window_rows` predictions in time order (ties by request id): chunk c
+        is complete once (c + 1) * N predictions are older than the watermark."""
+        outcome = DriftOutcome()
+        vkey = (traffic.model, traffic.version, "rows")
+        n, refs = spec.window_rows, spec.reference_windows
+        watermark = traffic.last_ms - spec.lateness_ms
+        scope = (traffic.model, traffic.version, traffic.first_ms, watermark)
+        eligible = int(
+            client.query(
+                f"SELECT count() FROM predictions WHERE {version_filter(*scope)}"
+            ).result_rows[0][0]
+        )
+        last_done = self._done.get(vkey)
+        start = max(refs, last_done + 1 if last_done is not None else refs)
+        end = min(eligible // n - 1, start + self._max_windows - 1)
+        if end < start:
+            return outcome
+        numeric, categorical = feature_names(client, *scope)
+        rel = version_relation(*scope, numeric, categorical, extra=["request_id AS __rid"])
+        chunked = (
+            f"SELECT *, intDiv(toInt64(row_number() OVER (ORDER BY {TIME_COLUMN}, __rid)) - 1, "
+            f"{int(n)}) AS __chunk, toFloat64({TIME_COLUMN}) AS __key FROM {rel}"
+        )
+        drift_spec = DriftSpec(
+            numeric=numeric,
+            categorical=categorical,
+            score=SCORE_COLUMN,
+            multivariate=spec.multivariate and len(numeric) >= 2,
+            overrides=spec.thresholds,
+            bins=self._reference_bins(traffic, numeric),
+        )
+        rows = compute_drift(
+            client,
+            f"SELECT * FROM ({chunked}) WHERE __chunk < {int(refs)}",
+            f"SELECT * FROM ({chunked}) WHERE __chunk BETWEEN {int(start)} AND {int(end)}",
+            drift_spec,
+        )
+        self._judge(rows, traffic, spec, outcome, "rows", lambda r: (int(r.start), int(r.end) + 1))
+        self._done[vkey] = end
         return outcome
 
     def _judge(
@@ -200,15 +269,16 @@ class DriftJob:
         traffic: VersionTraffic,
         spec: ModelMonitorSpec,
         outcome: DriftOutcome,
+        kind: str,
+        bounds: Callable[[DriftRow], tuple[int, int]],
     ) -> None:
-        w = spec.window_ms
         now = ts(int(time.time() * 1000))
         ref_rows = sum(r.rows for r in rows if r.period == "reference" and r.metric == "psi")
         tracker = self._tracker(spec)
         chunks: set[int] = set()
         for row in sorted(rows, key=lambda r: (r.period != "reference", r.chunk)):
             metric, feature = _naming(row)
-            start_ms, end_ms = row.chunk * w, (row.chunk + 1) * w
+            start_ms, end_ms = bounds(row)
             state, consecutive, severity = "", 0, ""
             alertable = math.isfinite(row.threshold) and row.period == "analysis"
             if row.period == "analysis":
@@ -238,7 +308,7 @@ class DriftJob:
                     row.threshold,
                     bool(row.alert),
                     now,
-                    "time",
+                    kind,
                     row.rows,
                     ref_rows,
                     row.period == "reference",

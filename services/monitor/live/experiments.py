@@ -20,6 +20,7 @@ from clickhouse_connect.driver.client import Client
 
 from driftloop.v1 import events_pb2 as pb
 from services.monitor.experiments import ArmStats, Comparison, compare
+from services.monitor.live.traffic import labelled_predictions
 from services.monitor.sinks.rows import ts
 from services.monitor.specs import ModelMonitorSpec
 from services.monitor.sql import literal
@@ -48,16 +49,16 @@ class ExperimentOutcome:
 
 
 def _arms(client: Client, experiment: str, hi_ms: int) -> tuple[str, int, dict[str, Any]]:
+    source = labelled_predictions(
+        "request_id, model, time, variant, version, error, latency_ms, bucket",
+        f"experiment = {literal(experiment)} AND NOT shadow "
+        f"AND time < fromUnixTimestamp64Milli(toInt64({int(hi_ms)}), 'UTC')",
+    )
     rows = client.query(
-        "SELECT p.model, toUnixTimestamp64Milli(min(p.time)), p.variant, any(p.version), "
-        "count(), countIf(l.has = 1), avgIf(l.outcome, l.has = 1), "
-        "stddevSampIf(l.outcome, l.has = 1), countIf(p.error != ''), "
-        "quantileExact(0.99)(p.latency_ms), min(p.bucket), max(p.bucket) FROM "
-        f"(SELECT * FROM predictions WHERE experiment = {literal(experiment)} AND NOT shadow "
-        f"AND time < fromUnixTimestamp64Milli(toInt64({int(hi_ms)}), 'UTC')) AS p "
-        "LEFT JOIN (SELECT request_id, argMax(outcome, time) AS outcome, toUInt8(1) AS has "
-        "FROM labels WHERE request_id != '' GROUP BY request_id) AS l "
-        "ON p.request_id = l.request_id GROUP BY p.model, p.variant",
+        "SELECT model, toUnixTimestamp64Milli(min(time)), variant, any(version), "
+        "count(), countIf(has = 1), avgIf(outcome, has = 1), stddevSampIf(outcome, has = 1), "
+        "countIf(error != ''), quantileExact(0.99)(latency_ms), min(bucket), max(bucket) "
+        f"FROM {source} GROUP BY model, variant",
         settings={"join_use_nulls": 0},
     ).result_rows
     model, first_ms = "", 0

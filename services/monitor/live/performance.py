@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from clickhouse_connect.driver.client import Client
 
-from services.monitor.live.traffic import VersionTraffic, version_filter
+from services.monitor.live.traffic import VersionTraffic, labelled_predictions, version_filter
 from services.monitor.performance import estimate_binary, realised_binary, realised_regression
 from services.monitor.sinks.rows import ts
 from services.monitor.specs import ModelMonitorSpec
@@ -43,15 +43,14 @@ def _fetch(
         for s in spec.segments
     )
     seg_array = f"[{segs}]" if segs else "CAST([] AS Array(String))"
+    source = labelled_predictions(
+        "request_id, time, variant, score, category_names, category_values",
+        version_filter(traffic.model, traffic.version, lo_ms, hi_ms),
+        traffic.model,
+    )
     rows = client.query(
-        f"SELECT intDiv(toUnixTimestamp64Milli(p.time), {int(spec.window_ms)}) AS chunk, "
-        f"p.variant, {seg_array} AS segs, p.score, l.has, l.outcome FROM "
-        f"(SELECT request_id, time, variant, score, category_names, category_values "
-        f"FROM predictions WHERE {version_filter(traffic.model, traffic.version, lo_ms, hi_ms)}"
-        f") AS p LEFT JOIN (SELECT request_id, argMax(outcome, time) AS outcome, "
-        f"toUInt8(1) AS has FROM labels WHERE request_id != '' "
-        f"AND model IN ({literal(traffic.model)}, '') GROUP BY request_id) AS l "
-        f"ON p.request_id = l.request_id",
+        f"SELECT intDiv(toUnixTimestamp64Milli(time), {int(spec.window_ms)}) AS chunk, "
+        f"variant, {seg_array} AS segs, score, has, outcome FROM {source}",
         settings={"join_use_nulls": 0},
     ).result_rows
     return [tuple(r) for r in rows]

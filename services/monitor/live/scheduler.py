@@ -5,6 +5,7 @@ record them (see live/drift.py for why that order)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,10 +42,15 @@ class TickResult:
 class Analysis:
     """Owns the jobs' state; `tick(client)` then `write(client, result)`."""
 
-    def __init__(self, settings: MonitorSettings, specs: dict[str, ModelMonitorSpec]) -> None:
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        specs: dict[str, ModelMonitorSpec],
+        bins: Callable[[str, str], Mapping[str, Sequence[float]]] | None = None,
+    ) -> None:
         self._settings = settings
         self._specs = dict(specs)
-        self._drift = DriftJob(settings.max_windows_per_tick)
+        self._drift = DriftJob(settings.max_windows_per_tick, bins)
         self._experiments = ExperimentJob()
 
     def spec(self, model: str) -> ModelMonitorSpec:

@@ -14,7 +14,16 @@ from clickhouse_connect.driver.client import Client
 
 from services.monitor.sql import ident, literal
 
-__all__ = ["SCORE_COLUMN", "TIME_COLUMN", "VersionTraffic", "discover", "version_relation"]
+__all__ = [
+    "SCORE_COLUMN",
+    "TIME_COLUMN",
+    "VersionTraffic",
+    "discover",
+    "feature_names",
+    "labelled_predictions",
+    "version_filter",
+    "version_relation",
+]
 
 SCORE_COLUMN = "__score"
 TIME_COLUMN = "__t"
@@ -48,6 +57,25 @@ def feature_names(
         f"WHERE {version_filter(model, version, lo_ms, hi_ms)}"
     ).result_rows[0]
     return [str(n) for n in row[0]], [str(n) for n in row[1]]
+
+
+def labelled_predictions(columns: str, where: str, model: str | None = None) -> str:
+    """`(SELECT …)`: predictions matching `where` (their `columns`) with `has` (1 when a
+    label was found) and `outcome`. A label naming the request id wins; a label naming only
+    the entity key labels that entity's predictions up to it (the first such label at or
+    after a prediction, an ASOF join). Labels of another model are not used."""
+    models = f"AND model IN ({literal(model)}, '') " if model is not None else ""
+    return (
+        f"(SELECT p.*, if(r.has = 1, r.outcome, e.outcome) AS outcome, "
+        f"greatest(r.has, e.has) AS has FROM (SELECT {columns}, entity_key AS __entity, "
+        f"time AS __time FROM predictions WHERE {where}) AS p "
+        "LEFT JOIN (SELECT request_id AS __rid, argMax(outcome, time) AS outcome, "
+        f"toUInt8(1) AS has FROM labels WHERE request_id != '' {models}GROUP BY request_id) AS r "
+        "ON p.request_id = r.__rid "
+        "ASOF LEFT JOIN (SELECT entity_key AS __entity, time AS __time, outcome, "
+        f"toUInt8(1) AS has FROM labels WHERE request_id = '' AND entity_key != '' {models}) AS e "
+        "ON p.__entity = e.__entity AND p.__time <= e.__time)"
+    )
 
 
 def version_filter(model: str, version: str, lo_ms: int, hi_ms: int) -> str:

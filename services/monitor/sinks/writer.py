@@ -33,6 +33,7 @@ from clickhouse_connect.driver.client import Client
 
 from services.common.kafka import ConsumedBatch
 from services.common.logging import get_logger
+from services.monitor.sinks.arrow import column_types, to_arrow
 from services.monitor.sinks.rows import (
     POSITION_KEY_SQL,
     REJECTED_SPEC_COLUMNS,
@@ -177,14 +178,14 @@ def write_pending(client: Client, pending: PendingWrite) -> WriteResult:
     return result
 
 
+_TYPES: dict[str, dict[str, str]] = {}  # table -> column -> ClickHouse type (per process)
+
+
 def _insert_or_raise(client: Client, spec: TableSpec, rows: Sequence[Row]) -> None:
-    client.insert(
-        spec.table,
-        list(zip(*rows, strict=True)),
-        column_names=list(spec.columns),
-        column_oriented=True,
-        settings=INSERT_SETTINGS,
-    )
+    types = _TYPES.get(spec.table)
+    if types is None:
+        types = _TYPES[spec.table] = column_types(client, spec.table)
+    client.insert_arrow(spec.table, to_arrow(rows, spec.columns, types), settings=INSERT_SETTINGS)
 
 
 def _insert(client: Client, spec: TableSpec, rows: Sequence[Row]) -> list[tuple[Row, str]]:

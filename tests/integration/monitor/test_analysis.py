@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.settings import Settings
+from services.monitor.panels import DASHBOARDS
 from services.trainer.policy import ModelState, decide
 from services.trainer.specs import load_model_spec
 from services.trainer.triggers import triggers_for
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_cli
 from tests.integration.ingest.events_gen import read_topic
 from tests.integration.monitor.harness import MonitorHarness, wait_until
 
@@ -71,6 +73,9 @@ def monitor(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     (tmp / "models" / "shift-model.yaml").write_text(
         "name: shift-model\ngate: {task: binary}\nmonitor:\n  segments: [region]\n"
     )
+    (tmp / "models" / "rows-model.yaml").write_text(
+        "name: rows-model\nmonitor:\n  window_rows: 500\n  thresholds: {null_rate: 0.5}\n"
+    )
     rng = np.random.default_rng(7)
     t = harness.topics
     # shift-model: 10 reference windows, 3 stable, then f0 moves by +0.5 sigma; one more
@@ -86,7 +91,15 @@ def monitor(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     stable = [
         item for w in range(REF + 101) for item in _window_predictions("stable-model", w, 300, rng)
     ]
-    harness.publish(t.predictions_log, shift + stable)
+    # rows-model: the same story judged in chunks of 500 predictions instead of minutes
+    by_rows = [
+        item
+        for w in range(SHIFT_AT + 4)
+        for item in _window_predictions(
+            "rows-model", w, 500, rng, shift=0.5 if w >= SHIFT_AT else 0.0
+        )
+    ]
+    harness.publish(t.predictions_log, shift + stable + by_rows)
     harness.start()
     yield harness
     harness.stop()
@@ -128,6 +141,26 @@ def test_a_half_sigma_shift_fires_for_that_feature_within_two_windows(
     assert "firing" in {s for s, _ in states}
 
 
+def test_row_count_chunks_fire_too_and_a_spec_threshold_overrides_the_learnt_one(
+    monitor: MonitorHarness,
+) -> None:
+    wait_until(lambda: _judged(monitor, "rows-model"), lambda n: n >= 5, 120, "judged chunks")
+    events = [e for e in _events(monitor) if e.model == "rows-model"]
+    f0 = [e for e in events if e.feature == "f0"]
+    assert f0 and {e.feature for e in events} <= {"f0", ""}
+    # chunk SHIFT_AT holds the first shifted rows; fire_after = 2 fires on the next one
+    assert min(e.window_start_ms for e in f0) <= T0_MS + (SHIFT_AT + 1) * W_MS
+    kinds = monitor.query(
+        "SELECT DISTINCT window_kind FROM drift_metrics WHERE model = 'rows-model'"
+    )
+    assert kinds == [["rows"]]
+    thresholds = monitor.query(
+        "SELECT DISTINCT threshold FROM drift_metrics WHERE model = 'rows-model' "
+        "AND metric = 'null_rate'"
+    )
+    assert thresholds == [[0.5]]
+
+
 def test_a_hundred_stable_windows_raise_no_event(monitor: MonitorHarness) -> None:
     wait_until(lambda: _judged(monitor, "stable-model"), lambda n: n >= 100, 180, "100 windows")
     assert [e for e in _events(monitor) if e.model == "stable-model"] == []
@@ -161,13 +194,15 @@ def test_late_labels_update_performance(monitor: MonitorHarness) -> None:
             rid,
             pb.LabelEvent(
                 label_id=f"l-{rid}",
-                request_id=rid,
+                # half name the request, half only the entity (labelled up to the label time)
+                request_id=rid if n % 2 else "",
+                entity_key=rid,
                 model="shift-model",
                 outcome=float(rng.random() < score),
                 event_time_ms=T0_MS + (window + 20) * W_MS,
             ),
         )
-        for rid, score in preds
+        for n, (rid, score) in enumerate(preds)
     ]
     monitor.publish(monitor.topics.labels_feedback, labels)
     rows = wait_until(
@@ -239,3 +274,46 @@ def test_the_trainer_policy_retrains_on_the_monitors_drift_event(monitor: Monito
     decision = decide(spec.policy, ModelState(model="shift-model"), trigger)
     assert decision.train, decision
     assert decision.reason == "drift"
+
+
+def test_a_restart_keeps_the_open_incident_and_raises_nothing_twice(
+    monitor: MonitorHarness,
+) -> None:
+    wait_until(lambda: _judged(monitor, "shift-model"), lambda n: n >= 6, 120, "judged windows")
+    before = [e for e in _events(monitor) if e.model == "shift-model"]
+    judged = _judged(monitor, "shift-model")
+    monitor.stop()
+    rng = np.random.default_rng(21)
+    more = [
+        item
+        for w in range(SHIFT_AT + 4, SHIFT_AT + 7)
+        for item in _window_predictions("shift-model", w, 600, rng, shift=0.5)
+    ]
+    monitor.publish(monitor.topics.predictions_log, more)
+    monitor.start()
+    wait_until(
+        lambda: _judged(monitor, "shift-model"), lambda n: n >= judged + 2, 120, "new windows"
+    )
+    after = [e for e in _events(monitor) if e.model == "shift-model"]
+    assert sorted(e.event_id for e in after) == sorted(e.event_id for e in before)
+    open_incidents = monitor.query(
+        "SELECT metric, closed_window IS NULL FROM alert_incidents FINAL "
+        "WHERE model = 'shift-model' AND feature = 'f0'"
+    )
+    assert {m for m, is_open in open_incidents if is_open} >= {"psi", "ks"}
+    assert int(monitor.scalar("SELECT count() - uniqExact(event_id) FROM drift_events")) == 0
+
+
+def test_the_report_renders_every_panel_through_the_query_api(
+    monitor: MonitorHarness, tmp_path: Path
+) -> None:
+    wait_until(lambda: _judged(monitor, "shift-model"), lambda n: n >= 6, 120, "judged windows")
+    page = tmp_path / "report.html"
+    run_cli(
+        "report", "--model", "shift-model", "--api", f"http://127.0.0.1:{monitor.port}",
+        "--html", str(page), home=monitor.tmp,
+    )  # fmt: skip
+    html = page.read_text()
+    assert "plotly" in html.lower() and "shift-model" in html
+    assert "class='panel-error'" not in html  # every panel's SQL ran through the API
+    assert html.count("class='panel'") == sum(len(d.panels) for d in DASHBOARDS)

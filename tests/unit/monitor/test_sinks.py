@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import TopicPartition
 
 from driftloop.v1 import events_pb2 as pb
@@ -21,8 +23,9 @@ def test_shadow_copies_keep_their_own_key_and_repeats_collapse() -> None:
     shadow = spec.to_row(_env(pb.PredictionLog(request_id="r1", shadow=True), 1))
     assert spec.key_of(live) != spec.key_of(shadow)
     assert dedupe_in_batch(spec, [live, shadow, live]) == [live, shadow]
-    assert live[spec.columns.index("feature_names")] == ["a", "b"]
-    assert live[spec.columns.index("feature_values")] == [1.0, 2.0]
+    names = live[spec.columns.index("feature_names")]
+    values = live[spec.columns.index("feature_values")]
+    assert dict(zip(names, values, strict=True)) == {"a": 1.0, "b": 2.0}
 
 
 def test_every_topic_message_has_a_table_with_matching_columns() -> None:
@@ -68,21 +71,43 @@ def test_buffer_is_due_by_size_or_age_and_keeps_the_highest_offsets() -> None:
     assert len(buffer) == 0 and not buffer.due()
 
 
+_TYPES = {
+    "predictions": {
+        "request_id": "String", "time": "DateTime64(3, 'UTC')", "model": "LowCardinality(String)",
+        "version": "LowCardinality(String)", "variant": "LowCardinality(String)",
+        "experiment": "LowCardinality(String)", "shadow": "Bool", "entity_key": "String",
+        "bucket": "Int32", "feature_names": "Array(LowCardinality(String))",
+        "feature_values": "Array(Float64)", "category_names": "Array(LowCardinality(String))",
+        "category_values": "Array(String)", "score": "Float64", "latency_ms": "Float64",
+        "error": "String",
+    },
+    "sink_rejected": {
+        "source_topic": "LowCardinality(String)", "source_partition": "Int32",
+        "source_offset": "Int64", "reason": "String", "original_key": "String",
+        "original_value": "String", "rejected_at": "DateTime64(3, 'UTC')",
+    },
+}  # fmt: skip
+
+
 class _RefusingClient:
     """Stands in for the store: refuses any block holding a request id starting 'bad'."""
 
     def __init__(self) -> None:
-        self.tables: dict[str, list[tuple[object, ...]]] = {}
+        self.tables: dict[str, list[dict[str, Any]]] = {}
 
-    def query(self, sql: str, parameters: object = None) -> object:
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> object:
+        rows: list[tuple[str, str]] = []
+        if "system.columns" in sql and parameters:
+            rows = list(_TYPES[parameters["t"]].items())
+
         class _Result:
-            result_rows: list[tuple[object, ...]] = []
+            result_rows = rows
 
         return _Result()
 
-    def insert(self, table: str, columns: list[tuple[object, ...]], **_: object) -> None:
-        rows = list(zip(*columns, strict=True))
-        if table == "predictions" and any(str(r[0]).startswith("bad") for r in rows):
+    def insert_arrow(self, table: str, arrow_table: Any, **_: object) -> None:
+        rows = arrow_table.to_pylist()
+        if table == "predictions" and any(r["request_id"].startswith("bad") for r in rows):
             raise ValueError("Code: 27. Cannot parse input")
         self.tables.setdefault(table, []).extend(rows)
 
@@ -99,8 +124,9 @@ def test_rows_the_store_refuses_are_dead_lettered_and_the_rest_inserted() -> Non
     buffer.add(ConsumedBatch(envelopes=[far]))
     client = _RefusingClient()
     result = write_pending(client, buffer.take())  # type: ignore[arg-type]
-    assert sorted(r[0] for r in client.tables["predictions"]) == ["r0", "r2", "r3", "r5", "r6"]
-    reasons = [r[3] for r in client.tables["sink_rejected"]]
+    got = sorted(r["request_id"] for r in client.tables["predictions"])
+    assert got == ["r0", "r2", "r3", "r5", "r6"]
+    reasons = [r["reason"] for r in client.tables["sink_rejected"]]
     assert len(reasons) == 3
     assert sum("insert refused" in r and "Cannot parse" in r for r in reasons) == 2
     assert sum("unstorable" in r and "1900-2299" in r for r in reasons) == 1
