@@ -242,8 +242,8 @@ def test_timestamp_column_orders_the_rows_before_chunking(
     pq.write_table(shuffled, tmp_path / "shuffled.parquet")
     proc = run_cli(
         "drift", "report", "--reference", str(ref),
-        "--analysis", str(tmp_path / "shuffled.parquet"), "--chunk-size", str(CHUNK), "--timestamp-column", "event_time", "--features", "x",
-        "--json", home=tmp_path,
+        "--analysis", str(tmp_path / "shuffled.parquet"), "--chunk-size", str(CHUNK),
+        "--timestamp-column", "event_time", "--features", "x", "--json", home=tmp_path,
     )  # fmt: skip
     rows = [r for r in json.loads(proc.stdout)["rows"] if r["period"] == "analysis"]
     alerting = {r["chunk"] for r in rows if r["alert"] and r["feature"] == "x"}
