@@ -232,3 +232,23 @@ def test_labels_from_a_third_file_give_realised_performance_next_to_its_estimate
     kinds = {(r["feature"], r["kind"]) for r in report["rows"]}
     assert ("score", "score") in kinds and ("outcome", "label") in kinds
     assert "request_id" in report["left_out"]
+
+
+def test_timestamp_column_orders_the_rows_before_chunking(
+    files: tuple[Path, Path, pa.Table, pa.Table], tmp_path: Path
+) -> None:
+    ref, _, _, ana = files
+    shuffled = ana.take(np.random.default_rng(3).permutation(ana.num_rows))
+    pq.write_table(shuffled, tmp_path / "shuffled.parquet")
+    proc = run_cli(
+        "drift", "report", "--reference", str(ref),
+        "--analysis", str(tmp_path / "shuffled.parquet"), "--chunk-size", str(CHUNK),
+        "--timestamp-column", "event_time", "--features", "x", "--json", home=tmp_path,
+    )  # fmt: skip
+    rows = [r for r in json.loads(proc.stdout)["rows"] if r["period"] == "analysis"]
+    alerting = {r["chunk"] for r in rows if r["alert"] and r["feature"] == "x"}
+    assert alerting == {2}  # the shift is in the last third by time, wherever its rows sit
+    start = datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000
+    assert {(r["chunk"], r["start"]) for r in rows} == {
+        (c, start + c * CHUNK * 1000) for c in range(3)
+    }
