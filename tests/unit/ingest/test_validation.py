@@ -359,5 +359,6 @@ def test_every_code_is_a_stable_string() -> None:
     assert {str(c) for c in Code} == {
         "decode_error", "unknown_dataset", "missing_field", "unknown_field", "wrong_type",
         "out_of_range", "not_finite", "unknown_category", "cardinality_exceeded",
-        "event_time_future", "event_time_too_old", "duplicate_event_id",
+        "event_time_future", "event_time_too_old", "duplicate_event_id", "tombstone",
+        "batch_undecodable",
     }  # fmt: skip
