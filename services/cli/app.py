@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from services.cli import datasets, models, proto, samples, stack, store, training
+from services.cli import datasets, kafka, models, proto, samples, stack, store, training
 from services.common.clickhouse import AnalyticsStoreError
 from services.common.settings import SettingsError
 from services.stack.errors import StackError
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(stack.app, name="stack")
 app.add_typer(store.app, name="store")
+app.add_typer(kafka.app, name="kafka")
 app.add_typer(proto.app, name="proto")
 datasets.app.command("publish-sample")(samples.publish_sample)
 app.add_typer(datasets.app, name="datasets")

@@ -10,7 +10,8 @@ from pathlib import Path
 from rich.console import Console
 
 from services.common.kafka_admin import KafkaUnavailableError, check_kafka, ensure_topics
-from services.common.redis_client import RedisUnavailableError, check_redis
+from services.common.kafka_stuck import RedisStuckLedger, StuckPartition
+from services.common.redis_client import RedisUnavailableError, check_redis, sync_redis
 from services.common.settings import Settings, load_settings
 from services.stack import kafka_broker, redis_server, store
 from services.stack.config import StackConfig
@@ -225,6 +226,17 @@ def status(home: Path) -> list[PartStatus]:
         results.append(PartStatus("redis", True, settings.redis_url, f"PING {rtt_ms:.1f} ms"))
     except RedisUnavailableError as exc:
         results.append(PartStatus("redis", False, settings.redis_url, str(exc)))
+    else:
+        stuck = _stuck_partitions(settings)
+        if stuck:  # a consumer group cannot read a partition: say which, and how to resume
+            results.append(
+                PartStatus(
+                    "stuck partitions",
+                    False,
+                    settings.redis_url,
+                    "; ".join(s.describe() for s in stuck),
+                )
+            )
     try:
         ch = store.ping(settings.clickhouse_dsn)
         results.append(
@@ -238,6 +250,14 @@ def status(home: Path) -> list[PartStatus]:
     except StackError as exc:
         results.append(PartStatus("clickhouse", False, settings.clickhouse_dsn, str(exc)))
     return results
+
+
+def _stuck_partitions(settings: Settings) -> list[StuckPartition]:
+    client = sync_redis(settings)
+    try:
+        return RedisStuckLedger(client).all()
+    finally:
+        client.close()
 
 
 def log_paths(home: Path) -> dict[str, Path]:

@@ -16,7 +16,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from driftloop.v1 import events_pb2 as pb
@@ -29,6 +29,7 @@ from services.common.kafka import (
     create_consumer,
     create_producer,
 )
+from services.common.kafka_stuck import RedisStuckLedger, StuckPartition
 from services.common.logging import configure_logging, get_logger
 from services.common.redis_client import check_redis, sync_redis
 from services.common.registry import ModelRegistry
@@ -103,8 +104,11 @@ class TrainerService:
         self.queue: asyncio.Queue[TrainRequest] = asyncio.Queue()
         self.ray_ready = False
         self.consuming = False
+        self.stuck: Callable[[], list[StuckPartition]] = list
 
     def readiness(self) -> tuple[bool, str]:
+        if stuck := self.stuck():  # a trigger topic's partition cannot be read
+            return False, "; ".join(s.describe() for s in stuck)
         if not self.ray_ready:
             return False, "starting Ray"
         if not self.consuming:
@@ -200,6 +204,7 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
         topics.drift_events,
         topics.experiments_events,
         group_id=config.group_id,
+        stuck_ledger=RedisStuckLedger(sync_redis(settings)),
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -221,6 +226,7 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
             producer,
             initial_states(trainer.specs.values(), starts, manifests),
         )
+        service.stuck = lambda: consumer.fetcher.stuck
         server = embedded_server(
             health_app(service.readiness, service.model_states),
             config.health_host,
