@@ -285,14 +285,14 @@ async def create_topics(settings: Settings) -> None:
 class IngestProcess:
     """`python -m services.ingest` as a child process (so SIGKILL is real)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env, self.log_path = env, log_path
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
+        self.env, self.log_path, self.args = env, log_path, args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.ingest"],
+                [sys.executable, "-m", "services.ingest", *self.args],
                 cwd=REPO_ROOT,
                 env={**os.environ, **self.env},
                 stdout=log,
