@@ -111,6 +111,10 @@ class GuardedFetcher:
         self._retry_at: dict[TopicPartition, float] = {}
         self._retrying: set[TopicPartition] = set()
         self._attended_at = float("-inf")
+        # Stuck partitions recorded by an earlier owner (or run) of this group's
+        # partitions: cleared from the ledger once this consumer reads past them.
+        self._assignment: set[TopicPartition] = set()
+        self._inherited: dict[TopicPartition, StuckPartition] = {}
 
     @property
     def stuck(self) -> list[StuckPartition]:
@@ -134,7 +138,34 @@ class GuardedFetcher:
             return await self._quarantine(where, exc, positions)
         if self._retrying:
             await self._check_healed()
+        if self._consumer.assignment() != self._assignment:
+            await self._inherit()
+        if self._inherited:
+            await self._check_inherited()
         return records
+
+    async def _inherit(self) -> None:
+        self._assignment = set(self._consumer.assignment())
+        if not self._group:
+            return
+        recorded = await asyncio.to_thread(self._ledger.recorded, self._group)
+        self._inherited = {
+            tp: s
+            for s in recorded
+            if (tp := TopicPartition(s.topic, s.partition)) in self._assignment
+            and tp not in self._stuck
+        }
+
+    async def _check_inherited(self) -> None:
+        for tp, stuck in list(self._inherited.items()):
+            if tp in self._stuck or tp not in self._consumer.assignment():
+                del self._inherited[tp]
+            elif await self._consumer.position(tp) > stuck.offset:
+                del self._inherited[tp]
+                _log.info("kafka.partition_resumed", partition=stuck.name, offset=stuck.offset)
+                await asyncio.to_thread(
+                    self._ledger.clear, stuck.group, stuck.topic, stuck.partition
+                )
 
     async def _positions(self) -> dict[TopicPartition, int]:
         paused = self._consumer.paused()

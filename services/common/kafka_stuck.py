@@ -80,6 +80,7 @@ class StuckLedger(Protocol):
     def record(self, stuck: StuckPartition) -> None: ...
     def clear(self, group: str, topic: str, partition: int) -> None: ...
     def resolution(self, group: str, topic: str, partition: int) -> Resolution | None: ...
+    def recorded(self, group: str) -> list[StuckPartition]: ...
 
 
 def _field(topic: str, partition: int) -> str:
@@ -103,6 +104,9 @@ class MemoryStuckLedger:
     def resolution(self, group: str, topic: str, partition: int) -> Resolution | None:
         return self.resolutions.get((group, _field(topic, partition)))
 
+    def recorded(self, group: str) -> list[StuckPartition]:
+        return [s for (g, _), s in self.stuck.items() if g == group]
+
     def request(self, group: str, topic: str, partition: int, resolution: Resolution) -> None:
         self.resolutions[(group, _field(topic, partition))] = resolution
 
@@ -125,6 +129,11 @@ class RedisStuckLedger:
     def resolution(self, group: str, topic: str, partition: int) -> Resolution | None:
         raw = self._redis.hget(_RESOLVE + group, _field(topic, partition))
         return Resolution.from_json(raw) if raw else None
+
+    def recorded(self, group: str) -> list[StuckPartition]:
+        return [
+            StuckPartition.from_json(raw) for raw in self._redis.hgetall(_STUCK + group).values()
+        ]
 
     def request(self, group: str, topic: str, partition: int, action: str) -> StuckPartition:
         """Answer a stuck partition (the CLI); raises LookupError when it is not stuck."""
