@@ -213,3 +213,38 @@ async def test_poison_batch_stops_only_its_partition_and_resumes_after_the_fix(
 def _stuck_listing(stack: Settings) -> str:
     proc = run_cli("kafka", "stuck", home=stack.home, check=False)
     return "kafka.partition_stuck" if proc.returncode else ""
+
+
+async def test_an_operator_skips_a_poison_batch_and_it_is_dead_lettered(
+    stack: Settings, tmp_path: Path
+) -> None:
+    settings, env = isolated_settings(stack, tmp_path)
+    await create_topics(settings)
+    topic, bootstrap = settings.topics.data_events, settings.kafka_bootstrap
+    run, group = uuid.uuid4().hex[:6], env["DRIFTLOOP_INGEST_GROUP_ID"]
+    poison = _events(f"{run}-lz4", 5, seed=1)
+    after = _events(f"{run}-after", 5, seed=2)
+    kcat_produce(
+        bootstrap, topic, [e.SerializeToString() for e in poison], codec="lz4", partition=1
+    )
+    kcat_produce(bootstrap, topic, [e.SerializeToString() for e in after], partition=1)
+    log = tmp_path / "ingest.log"
+    broken = {**env, **SERVICE_ENV, "DRIFTLOOP_KAFKA_DISABLED_CODECS": "lz4"}
+    service = IngestProcess(broken, log)
+    service.start()
+    root = settings.artifact_root
+    try:
+        await wait_for(lambda: "kafka.partition_stuck" in log.read_text(), 60, "stuck", service)
+        answer = run_cli("kafka", "seek", topic, "1", "--group", group, "--skip", home=stack.home)
+        assert "skip" in answer.stdout
+        want = Counter(e.event_id for e in after)
+        await wait_for(lambda: sum(_sealed_ids(root).values()) >= len(want), 60, "rows", service)
+        await wait_for(lambda: not _stuck_listing(stack), 30, "cleared")
+        assert _sealed_ids(root) == want
+        [dead] = await _rejected(settings)
+    finally:
+        service.signal(signal.SIGTERM)
+    assert (dead.source_topic, dead.source_partition, dead.source_offset) == (topic, 1, 0)
+    assert [r.code for r in dead.reasons] == ["batch_undecodable"]
+    assert "0..4" in dead.reasons[0].message and "lz4" in dead.reasons[0].message
+    assert '"kafka.partition_skipped"' in log.read_text()
