@@ -43,6 +43,8 @@ from tests.integration.trainer.loop_harness import free_port, get_json
 
 SERVICE_ENV = {"DRIFTLOOP_INGEST_SEAL_MAX_AGE_MS": "400", "DRIFTLOOP_INGEST_POLL_TIMEOUT_MS": "200"}
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+# compressible, so that librdkafka does compress it (it sends a batch plain otherwise)
+_JUNK = b"\xff\xfe not a DataEvent " * 50
 
 
 def _events(prefix: str, n: int, seed: int) -> list[DataEvent]:
@@ -75,7 +77,7 @@ async def test_kcat_every_codec_null_key_tombstone_and_garbage(
             bootstrap, topic, [e.SerializeToString() for e in events], codec=codec, key=key
         )
     kcat_tombstone(bootstrap, topic, "deleted-entity")
-    kcat_produce(bootstrap, topic, [b"\xff\xfe not a DataEvent"], codec="lz4", key="junk")
+    kcat_produce(bootstrap, topic, [_JUNK], codec="lz4", key="junk")
 
     service = IngestProcess({**env, **SERVICE_ENV}, tmp_path / "ingest.log")
     service.start()
@@ -94,7 +96,7 @@ async def test_kcat_every_codec_null_key_tombstone_and_garbage(
     reasons = sorted((r.original_key, r.reasons[0].code) for r in rejected)
     assert reasons == [(b"deleted-entity", "tombstone"), (b"junk", "decode_error")], reasons
     junk = next(r for r in rejected if r.original_key == b"junk")
-    assert junk.original_value == b"\xff\xfe not a DataEvent"  # decompressed, as sent
+    assert junk.original_value == _JUNK  # decompressed, as sent
 
 
 async def test_transactional_producer_only_committed_rows_are_sealed(
