@@ -9,6 +9,8 @@ from rich.console import Console
 
 from services.cli import datasets, kafka, models, proto, samples, stack, store, training
 from services.common.clickhouse import AnalyticsStoreError
+from services.common.kafka_admin import KafkaUnavailableError
+from services.common.redis_client import RedisUnavailableError
 from services.common.settings import SettingsError
 from services.stack.errors import StackError
 
@@ -36,6 +38,12 @@ _err = Console(stderr=True)
 def main() -> None:
     try:
         app()  # standalone: usage errors and `typer.Exit` become exit codes inside click
-    except (StackError, SettingsError, AnalyticsStoreError) as exc:
+    except (
+        StackError,
+        SettingsError,
+        AnalyticsStoreError,
+        KafkaUnavailableError,
+        RedisUnavailableError,
+    ) as exc:
         _err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         sys.exit(1)

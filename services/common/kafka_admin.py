@@ -84,13 +84,15 @@ async def diagnose_unavailable(
             )
         conn.close()
     except Exception as probe:  # the probe's failure is the diagnosis
-        cause = _cause(settings, probe)
+        cause, found = _cause(settings, probe), True
     else:
-        cause = str(exc) or type(exc).__name__
-    return KafkaUnavailableError(
-        f"cannot reach Kafka at {describe(settings)}: {cause}; "
-        "start the local stack with `driftloop stack up` or set DRIFTLOOP_KAFKA_*"
+        cause, found = str(exc) or type(exc).__name__, False
+    hint = (
+        ""
+        if found and ("TLS" in cause or "SASL" in cause)
+        else ("; start the local stack with `driftloop stack up` or set DRIFTLOOP_KAFKA_*")
     )
+    return KafkaUnavailableError(f"cannot reach Kafka at {describe(settings)}: {cause}{hint}")
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ from services.common.artifacts import ArtifactStore
 from services.common.feature_store import OnlineFeatureStore
 from services.common.http_server import embedded_server
 from services.common.kafka import check_kafka, create_consumer, create_producer
+from services.common.kafka_admin import KafkaUnavailableError
 from services.common.kafka_stuck import RedisStuckLedger, StuckPartition
 from services.common.logging import configure_logging, get_logger
-from services.common.redis_client import check_redis, sync_redis
-from services.common.settings import Settings, load_settings
+from services.common.redis_client import RedisUnavailableError, check_redis, sync_redis
+from services.common.settings import Settings, SettingsError, load_settings
 from services.common.telemetry import setup_telemetry
 from services.ingest.config import IngestSettings
 from services.ingest.dedup import EventDedup
@@ -126,5 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = os.environ.get("DRIFTLOOP_SERVICE_NAME", "driftloop-ingest")
     settings = load_settings(service_name=name)
     configure_logging(settings)
-    asyncio.run(run(settings, IngestSettings(), http=args.http))
+    try:
+        asyncio.run(run(settings, IngestSettings(), http=args.http))
+    except (KafkaUnavailableError, RedisUnavailableError, SettingsError) as exc:
+        # One line naming the cause (wrong password, untrusted certificate, no broker).
+        _log.error("ingest.cannot_start", error=str(exc))
+        return 2
     return 0

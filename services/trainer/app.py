@@ -29,11 +29,12 @@ from services.common.kafka import (
     create_consumer,
     create_producer,
 )
+from services.common.kafka_admin import KafkaUnavailableError
 from services.common.kafka_stuck import RedisStuckLedger, StuckPartition
 from services.common.logging import configure_logging, get_logger
-from services.common.redis_client import check_redis, sync_redis
+from services.common.redis_client import RedisUnavailableError, check_redis, sync_redis
 from services.common.registry import ModelRegistry
-from services.common.settings import Settings, load_settings
+from services.common.settings import Settings, SettingsError, load_settings
 from services.ingest.schema import load_schemas
 from services.ingest.storage import VersionStorage
 from services.trainer.config import TrainerSettings
@@ -285,5 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = os.environ.get("DRIFTLOOP_SERVICE_NAME", "driftloop-trainer")
     settings = load_settings(service_name=name)
     configure_logging(settings)
-    asyncio.run(run(settings, TrainerSettings()))
+    try:
+        asyncio.run(run(settings, TrainerSettings()))
+    except (KafkaUnavailableError, RedisUnavailableError, SettingsError) as exc:
+        # One line naming the cause (wrong password, untrusted certificate, no broker).
+        _log.error("trainer.cannot_start", error=str(exc))
+        return 2
     return 0
