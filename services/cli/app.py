@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -36,6 +37,9 @@ _err = Console(stderr=True)
 
 
 def main() -> None:
+    # aiokafka logs every failed connection attempt itself; the CLI says once, in one
+    # line, what failed and why (services.common.kafka_admin.diagnose_unavailable).
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         app()  # standalone: usage errors and `typer.Exit` become exit codes inside click
     except (
@@ -45,5 +49,5 @@ def main() -> None:
         KafkaUnavailableError,
         RedisUnavailableError,
     ) as exc:
-        _err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        _err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)

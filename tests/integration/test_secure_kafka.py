@@ -88,6 +88,8 @@ async def test_no_plaintext_port_and_bad_credentials_fail_fast_naming_the_cause(
             check=False,
         )  # fmt: skip
         assert cli.returncode == 1 and cause in cli.stderr, cli.stderr
+        [line] = [x for x in cli.stderr.splitlines() if x.startswith("error:")]
+        assert cause in line and "Unable connect" not in cli.stderr
         assert "Traceback" not in cli.stderr
         password = sasl_password(settings)
         assert password and password not in cli.stderr + cli.stdout
