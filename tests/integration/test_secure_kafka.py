@@ -20,10 +20,10 @@ import pytest
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactStore
+from services.common.datasets.store import VersionStore
 from services.common.kafka import KafkaUnavailableError, check_kafka
 from services.common.kafka_security import sasl_password
 from services.common.settings import Settings, load_settings
-from services.ingest.storage import VersionStorage
 from tests.conftest import run_cli
 from tests.integration.ingest.events_gen import credit_event, read_topic
 from tests.integration.kcat import kcat_produce
@@ -142,7 +142,7 @@ async def test_ingest_trainer_cli_and_kcat_end_to_end_over_sasl_ssl(
             home=settings.home,
         )  # fmt: skip
         assert published.returncode == 0
-        storage = VersionStorage(ArtifactStore(settings.artifact_root))
+        storage = VersionStore(ArtifactStore(settings.artifact_root))
         deadline = time.monotonic() + 60
         while sum(m.row_count for m in storage.manifests("credit")) < 310:
             assert ingest.alive() and time.monotonic() < deadline, ingest.log_tail()
