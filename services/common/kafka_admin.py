@@ -90,7 +90,7 @@ async def diagnose_unavailable(
     hint = (
         ""
         if found and ("TLS" in cause or "SASL" in cause)
-        else ("; start the local stack with `driftloop stack up` or set DRIFTLOOP_KAFKA_*")
+        else ("; start the local stack with `driftloop stack up` or set DRIFTLOOP_KAFKA_BOOTSTRAP")
     )
     return KafkaUnavailableError(f"cannot reach Kafka at {describe(settings)}: {cause}{hint}")
 
