@@ -28,6 +28,7 @@ __all__ = [
     "default_home",
     "get_settings",
     "load_settings",
+    "masked_url",
     "state_file_path",
 ]
 
@@ -49,6 +50,19 @@ _STATE_KEYS = (
 
 class SettingsError(ValueError):
     """Settings could not be built; the message names the setting and what to do."""
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password replaced by `***`, for anything printed or logged
+    (`rediss://:***@host:6380/0`, `https://user:***@host:8443`)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def default_home() -> Path:
@@ -150,14 +164,16 @@ class Settings(BaseSettings):
     @classmethod
     def _check_redis(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"expected redis://host:port/db, got {value!r}")
+            raise ValueError(f"expected redis://host:port/db, got {masked_url(value)!r}")
         return value
 
     @field_validator("clickhouse_dsn")
     @classmethod
     def _check_dsn(cls, value: str) -> str:
         if value and not value.startswith(("chdb://", "http://", "https://")):
-            raise ValueError(f"expected chdb://PATH or http(s)://host:port, got {value!r}")
+            raise ValueError(
+                f"expected chdb://PATH or http(s)://host:port, got {masked_url(value)!r}"
+            )
         return value
 
     def model_post_init(self, _context: Any) -> None:

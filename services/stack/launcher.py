@@ -13,7 +13,7 @@ from services.common.kafka_admin import KafkaUnavailableError, check_kafka, ensu
 from services.common.kafka_security import client_options
 from services.common.kafka_stuck import RedisStuckLedger, StuckPartition
 from services.common.redis_client import RedisUnavailableError, check_redis, sync_redis
-from services.common.settings import Settings, load_settings
+from services.common.settings import Settings, load_settings, masked_url
 from services.stack import kafka_broker, kafka_secure, redis_server, store
 from services.stack.config import StackConfig
 from services.stack.errors import PortInUseError, StackError, StackNotRunningError
@@ -244,6 +244,7 @@ def status(home: Path) -> list[PartStatus]:
         )
     settings = load_settings(home=home)
     results: list[PartStatus] = []
+    redis_shown, ch_shown = masked_url(settings.redis_url), masked_url(settings.clickhouse_dsn)
     try:
         info = asyncio.run(check_kafka(settings, timeout_s=15))
         detail = f"{len(info.brokers)} broker(s), {len(info.topics)} topics"
@@ -252,9 +253,9 @@ def status(home: Path) -> list[PartStatus]:
         results.append(PartStatus("kafka", False, settings.kafka_bootstrap, str(exc)))
     try:
         rtt_ms = check_redis(settings)
-        results.append(PartStatus("redis", True, settings.redis_url, f"PING {rtt_ms:.1f} ms"))
+        results.append(PartStatus("redis", True, redis_shown, f"PING {rtt_ms:.1f} ms"))
     except RedisUnavailableError as exc:
-        results.append(PartStatus("redis", False, settings.redis_url, str(exc)))
+        results.append(PartStatus("redis", False, redis_shown, str(exc)))
     else:
         stuck = _stuck_partitions(settings)
         if stuck:  # a consumer group cannot read a partition: say which, and how to resume
@@ -262,7 +263,7 @@ def status(home: Path) -> list[PartStatus]:
                 PartStatus(
                     "stuck partitions",
                     False,
-                    settings.redis_url,
+                    redis_shown,
                     "; ".join(s.describe() for s in stuck),
                 )
             )
@@ -272,12 +273,12 @@ def status(home: Path) -> list[PartStatus]:
             PartStatus(
                 "clickhouse",
                 True,
-                settings.clickhouse_dsn,
+                ch_shown,
                 f"ClickHouse {ch['version']}, {ch['tables']} tables, {ch['migrations']} migrations",
             )
         )
     except StackError as exc:
-        results.append(PartStatus("clickhouse", False, settings.clickhouse_dsn, str(exc)))
+        results.append(PartStatus("clickhouse", False, ch_shown, str(exc)))
     return results
 
 

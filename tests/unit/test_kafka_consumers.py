@@ -16,7 +16,7 @@ from services.common import kafka_fetch
 from services.common.kafka import create_consumer
 from services.common.kafka_security import client_options, describe, faust_credentials
 from services.common.kafka_stuck import StuckPartition
-from services.common.settings import SettingsError, load_settings
+from services.common.settings import SettingsError, load_settings, masked_url
 
 _LZ4 = 3
 
@@ -119,3 +119,12 @@ def test_stuck_partition_says_how_to_resume() -> None:
     text = stuck.describe()
     assert "data.events/1" in text and "10..19" in text and "--retry" in text and "--skip" in text
     assert StuckPartition.from_json(stuck.to_json()) == stuck
+
+
+def test_urls_printed_never_show_a_password() -> None:
+    assert masked_url("rediss://:pw@cache:6380/0") == "rediss://:***@cache:6380/0"
+    assert masked_url("https://ops:pw@ch:8443") == "https://ops:***@ch:8443"
+    assert masked_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    with pytest.raises(SettingsError) as caught:
+        load_settings(redis_url="http://user:hunter2@x:1")
+    assert "hunter2" not in str(caught.value)
