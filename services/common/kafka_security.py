@@ -22,7 +22,14 @@ from aiokafka.helpers import create_ssl_context
 
 from services.common.settings import Settings, SettingsError
 
-__all__ = ["client_options", "describe", "faust_credentials", "sasl_password", "ssl_context"]
+__all__ = [
+    "client_options",
+    "describe",
+    "faust_app_options",
+    "faust_credentials",
+    "sasl_password",
+    "ssl_context",
+]
 
 
 def sasl_password(settings: Settings) -> str | None:
@@ -108,6 +115,17 @@ def faust_credentials(settings: Settings) -> Any:
         mechanism=options["sasl_mechanism"],
     )
     return credentials
+
+
+def faust_app_options(settings: Settings) -> dict[str, Any]:
+    """`faust.App(name, **faust_app_options(settings), …)`: the brokers and how to reach
+    them. (faust's worker consumer reads `read_committed` only with
+    `processing_guarantee="exactly_once"`; set that on an app that must not see aborted
+    transactions.)"""
+    return {
+        "broker": [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap.split(",")],
+        "broker_credentials": faust_credentials(settings),
+    }
 
 
 def describe(settings: Settings) -> str:
