@@ -2,7 +2,8 @@
 with a SASL_SSL listener only (SCRAM users, generated certificates); ingest, the trainer
 and the CLI do their jobs over it with nothing but the settings the stack state gives
 them; kcat (librdkafka) publishes over it with PLAIN; a wrong password and an untrusted
-CA each fail fast with one line naming the cause; no plaintext client port is open.
+CA each fail fast with one line naming the cause; no plaintext client port is open; a
+faust worker connects with the same settings (`faust_app_options`).
 
 One secure stack (its own broker and redis-server) for the whole module."""
 
@@ -21,12 +22,19 @@ import pytest
 from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactStore
 from services.common.datasets.store import VersionStore
-from services.common.kafka import KafkaUnavailableError, check_kafka
+from services.common.kafka import (
+    KafkaUnavailableError,
+    check_kafka,
+    create_consumer,
+    create_producer,
+    ensure_topics,
+)
 from services.common.kafka_security import sasl_password
 from services.common.settings import Settings, load_settings
 from tests.conftest import run_cli
 from tests.integration.ingest.events_gen import credit_event, read_topic
 from tests.integration.kcat import kcat_produce
+from tests.integration.test_faust_roundtrip import WORKER_TIMEOUT_S, EchoWorker
 from tests.integration.trainer.loop_harness import ServiceProcess, free_port, get_json, write_spec
 
 
@@ -161,3 +169,26 @@ async def test_ingest_trainer_cli_and_kcat_end_to_end_over_sasl_ssl(
     finally:
         trainer.stop()
         ingest.stop()
+
+
+async def test_a_faust_worker_connects_through_the_same_factory(
+    secure_stack: Settings, tmp_path: Path
+) -> None:
+    settings = secure_stack
+    worker = EchoWorker(settings, tmp_path)
+    await ensure_topics(settings, [worker.source, worker.sink], partitions=1)
+    worker.start()
+    try:
+        event = pb.DataEvent(event_id="secure-1", dataset="loans", entity_key="k", numeric={"a": 2})
+        async with create_producer(settings) as producer:
+            await producer.send_and_wait(worker.source, event, event.entity_key)
+        group = f"test-{random.randrange(1 << 30)}"
+        deadline = time.monotonic() + WORKER_TIMEOUT_S
+        async with create_consumer(settings, worker.sink, group_id=group) as consumer:
+            while not (batch := await consumer.getmany(timeout_ms=1000)).envelopes:
+                assert worker.proc is not None and worker.proc.poll() is None, worker.log()[-3000:]
+                assert time.monotonic() < deadline, worker.log()[-3000:]
+        [out] = batch.envelopes
+        assert out.message.request_id == "secure-1"  # type: ignore[attr-defined]
+    finally:
+        worker.stop()
