@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -297,7 +298,14 @@ class GuardedFetcher:
         self._consumer.seek(tp, stuck.next_offset)
         self._consumer.resume(tp)
         self._forget(tp)
-        await asyncio.to_thread(self._ledger.clear, stuck.group, stuck.topic, stuck.partition)
+        # The answer stays: a consumer that restarts before its offsets pass the span
+        # meets the batch again and skips it again (its dead letter then comes twice).
+        await asyncio.to_thread(
+            partial(self._ledger.clear, keep_resolution=True),
+            stuck.group,
+            stuck.topic,
+            stuck.partition,
+        )
 
     async def _check_healed(self) -> None:
         for tp in list(self._retrying):

@@ -78,7 +78,9 @@ class Resolution:
 
 class StuckLedger(Protocol):
     def record(self, stuck: StuckPartition) -> None: ...
-    def clear(self, group: str, topic: str, partition: int) -> None: ...
+    def clear(
+        self, group: str, topic: str, partition: int, *, keep_resolution: bool = False
+    ) -> None: ...
     def resolution(self, group: str, topic: str, partition: int) -> Resolution | None: ...
     def recorded(self, group: str) -> list[StuckPartition]: ...
 
@@ -97,9 +99,12 @@ class MemoryStuckLedger:
     def record(self, stuck: StuckPartition) -> None:
         self.stuck[(stuck.group, stuck.name)] = stuck
 
-    def clear(self, group: str, topic: str, partition: int) -> None:
+    def clear(
+        self, group: str, topic: str, partition: int, *, keep_resolution: bool = False
+    ) -> None:
         self.stuck.pop((group, _field(topic, partition)), None)
-        self.resolutions.pop((group, _field(topic, partition)), None)
+        if not keep_resolution:
+            self.resolutions.pop((group, _field(topic, partition)), None)
 
     def resolution(self, group: str, topic: str, partition: int) -> Resolution | None:
         return self.resolutions.get((group, _field(topic, partition)))
@@ -120,10 +125,13 @@ class RedisStuckLedger:
     def record(self, stuck: StuckPartition) -> None:
         self._redis.hset(_STUCK + stuck.group, stuck.name, stuck.to_json())
 
-    def clear(self, group: str, topic: str, partition: int) -> None:
+    def clear(
+        self, group: str, topic: str, partition: int, *, keep_resolution: bool = False
+    ) -> None:
         pipe = self._redis.pipeline()
         pipe.hdel(_STUCK + group, _field(topic, partition))
-        pipe.hdel(_RESOLVE + group, _field(topic, partition))
+        if not keep_resolution:
+            pipe.hdel(_RESOLVE + group, _field(topic, partition))
         pipe.execute()
 
     def resolution(self, group: str, topic: str, partition: int) -> Resolution | None:

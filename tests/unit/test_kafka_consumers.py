@@ -15,7 +15,7 @@ from aiokafka.record.memory_records import MemoryRecords
 from services.common import kafka_fetch
 from services.common.kafka import create_consumer
 from services.common.kafka_security import client_options, describe, faust_credentials
-from services.common.kafka_stuck import StuckPartition
+from services.common.kafka_stuck import MemoryStuckLedger, Resolution, StuckPartition
 from services.common.settings import SettingsError, load_settings, masked_url
 
 _LZ4 = 3
@@ -128,3 +128,149 @@ def test_urls_printed_never_show_a_password() -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(redis_url="http://user:hunter2@x:1")
     assert "hunter2" not in str(caught.value)
+
+
+class _Consumer:
+    """Stands in for AIOKafkaConsumer over in-memory partitions of real record batches,
+    decoded by aiokafka's own PartitionRecords (so a bad batch raises from aiokafka's own
+    frame, as with a broker). Like aiokafka, a partition drained before another one raises
+    has its position moved and its records lost with the exception."""
+
+    def __init__(self, logs: dict[TopicPartition, list[tuple[int, int, bytes]]]) -> None:
+        self.logs, self.pos = logs, dict.fromkeys(logs, 0)  # (base offset, count, batch)
+        self._paused: set[TopicPartition] = set()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.logs)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.pos[tp]
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.pos[tp] = offset
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self._paused |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self._paused -= set(tps)
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[object]]:
+        out: dict[TopicPartition, list[object]] = {}
+        for tp in sorted(partitions or self.logs, key=lambda p: -p.partition):
+            if tp in self._paused:
+                continue
+            # as a broker: from the batch holding the fetch position on
+            data = b"".join(b for base, n, b in self.logs[tp] if base + n > self.pos[tp])
+            records = PartitionRecords(
+                tp, MemoryRecords(data), [], self.pos[tp], None, None, True, READ_COMMITTED
+            )
+            got = []
+            for record in records:
+                if record.offset >= self.pos[tp]:
+                    got.append(record)
+                if max_records is not None and len(got) >= max_records:
+                    break
+            if got:
+                self.pos[tp] = got[-1].offset + 1
+                out[tp] = got
+        return out
+
+
+def _offsets(records: dict[TopicPartition, list[object]]) -> dict[int, list[int]]:
+    return {tp.partition: [r.offset for r in recs] for tp, recs in records.items()}  # type: ignore[attr-defined]
+
+
+async def test_guarded_fetcher_pauses_the_bad_partition_and_resumes_on_retry_or_skip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiokafka import codec
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    bad, good = TopicPartition("t", 0), TopicPartition("t", 1)
+    logs = {
+        bad: [(0, 3, _batch(0, 3)), (3, 5, _batch(3, 5, codec=_LZ4)), (8, 2, _batch(8, 2))],
+        good: [(0, 5, _batch(0, 5))],
+    }
+    monkeypatch.setattr(codec, "has_lz4", lambda: False)
+    reader = InMemoryMetricReader()
+    now = [0.0]
+    ledger = MemoryStuckLedger()
+    skipped: list[StuckPartition] = []
+
+    async def dead_letter(stuck: StuckPartition) -> None:
+        skipped.append(stuck)
+
+    consumer = _Consumer(logs)
+    fetcher = kafka_fetch.GuardedFetcher(
+        consumer,  # type: ignore[arg-type]
+        group="g",
+        service="s",
+        ledger=ledger,
+        retry_s=60,
+        on_skip=dead_letter,
+        meter=MeterProvider(metric_readers=[reader]).get_meter("test"),
+        clock=lambda: now[0],
+    )
+    # Partition 1 is drained first, then partition 0 raises: 1 is read again, 0 hands
+    # over what is in front of the bad batch and is paused.
+    assert _offsets(await fetcher.getmany()) == {0: [0, 1, 2]}
+    assert _offsets(await fetcher.getmany()) == {1: [0, 1, 2, 3, 4]}
+    assert _offsets(await fetcher.getmany()) == {}
+    [stuck] = fetcher.stuck
+    assert (stuck.name, stuck.offset, stuck.next_offset, stuck.position) == ("t/0", 3, 8, 3)
+    assert "lz4" in stuck.cause and ledger.recorded("g") == [stuck]
+    [metric] = reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics
+    assert metric.name == "driftloop.kafka.stuck_batches"
+    assert metric.data.data_points[0].value == 1  # type: ignore[union-attr]
+
+    # The periodic retry meets the same batch: still stuck, not counted twice.
+    now[0] += 61
+    assert _offsets(await fetcher.getmany()) == {}
+    assert _offsets(await fetcher.getmany()) == {} and fetcher.stuck
+    assert (
+        reader.get_metrics_data()
+        .resource_metrics[0]
+        .scope_metrics[0]
+        .metrics[0]
+        .data.data_points[0]
+        .value
+        == 1
+    )  # type: ignore[union-attr]
+
+    # An operator skips it: the span is dead-lettered, then the records after it come.
+    ledger.request("g", "t", 0, Resolution("skip", 3, 0))
+    now[0] += 2
+    assert _offsets(await fetcher.getmany()) == {0: [8, 9]}
+    assert [s.offset for s in skipped] == [3] and not fetcher.stuck and not ledger.recorded("g")
+
+
+async def test_guarded_fetcher_retry_after_the_fix_reads_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiokafka import codec
+
+    tp = TopicPartition("t", 0)
+    consumer = _Consumer({tp: [(0, 4, _batch(0, 4, codec=_LZ4)), (4, 1, _batch(4, 1))]})
+    has_lz4 = codec.has_lz4
+    monkeypatch.setattr(codec, "has_lz4", lambda: False)
+    ledger, now = MemoryStuckLedger(), [0.0]
+    fetcher = kafka_fetch.GuardedFetcher(
+        consumer,
+        group="g",
+        service="s",
+        ledger=ledger,
+        clock=lambda: now[0],  # type: ignore[arg-type]
+    )
+    assert _offsets(await fetcher.getmany()) == {} and fetcher.stuck
+    monkeypatch.setattr(codec, "has_lz4", has_lz4)  # the fix
+    ledger.request("g", "t", 0, Resolution("retry", 0, 0))
+    now[0] += 2
+    assert _offsets(await fetcher.getmany()) == {0: [0, 1, 2, 3, 4]}
+    assert not fetcher.stuck and not ledger.recorded("g")
