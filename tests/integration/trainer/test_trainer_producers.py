@@ -14,6 +14,8 @@ from pathlib import Path
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.kafka import create_producer, ensure_topics
+from services.common.kafka_stuck import RedisStuckLedger
+from services.common.redis_client import sync_redis
 from services.common.settings import Settings
 from tests.integration.kcat import kcat_produce, kcat_tombstone
 from tests.integration.trainer.loop_harness import (
@@ -103,6 +105,9 @@ async def test_trainer_decides_compressed_and_transactional_versions_and_survive
         assert trainer.alive(), trainer.log_tail()
     finally:
         trainer.stop()
+        # the session's Redis is shared: leave no stuck partition behind for other tests
+        ledger = RedisStuckLedger(sync_redis(settings))
+        ledger.clear(env["DRIFTLOOP_TRAINER_GROUP_ID"], t.datasets_versions, 1)
     assert aborted.version_id not in decided and poison.version_id not in decided
     assert status == 503 and f"{t.datasets_versions}/1 stuck" in body["detail"], body
     log = (tmp_path / "trainer.log").read_text()
