@@ -32,10 +32,11 @@ from services.common.kafka import (
 from services.common.kafka_security import sasl_password
 from services.common.settings import Settings, load_settings
 from tests.conftest import run_cli
+from tests.integration.harness import ServiceProcess, free_port
 from tests.integration.ingest.events_gen import credit_event, read_topic
 from tests.integration.kcat import kcat_produce
 from tests.integration.test_faust_roundtrip import WORKER_TIMEOUT_S, EchoWorker
-from tests.integration.trainer.loop_harness import ServiceProcess, free_port, get_json, write_spec
+from tests.integration.trainer.loop_harness import get_json, write_spec
 
 
 @pytest.fixture(scope="module")

@@ -29,17 +29,10 @@ from aiokafka import AIOKafkaProducer
 from driftloop.v1.events_pb2 import DataEvent, RejectedEvent
 from services.common.settings import Settings
 from tests.conftest import run_cli
-from tests.integration.ingest.events_gen import (
-    IngestProcess,
-    create_topics,
-    credit_event,
-    isolated_settings,
-    read_topic,
-    sealed_rows,
-    wait_for,
-)
+from tests.integration.harness import INGEST, ServiceProcess, free_port, isolated_settings, wait_for
+from tests.integration.ingest.events_gen import create_topics, credit_event, read_topic, sealed_rows
 from tests.integration.kcat import kcat_produce, kcat_tombstone
-from tests.integration.trainer.loop_harness import free_port, get_json
+from tests.integration.trainer.loop_harness import get_json
 
 SERVICE_ENV = {"DRIFTLOOP_INGEST_SEAL_MAX_AGE_MS": "400", "DRIFTLOOP_INGEST_POLL_TIMEOUT_MS": "200"}
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
@@ -79,7 +72,7 @@ async def test_kcat_every_codec_null_key_tombstone_and_garbage(
     kcat_tombstone(bootstrap, topic, "deleted-entity")
     kcat_produce(bootstrap, topic, [_JUNK], codec="lz4", key="junk")
 
-    service = IngestProcess({**env, **SERVICE_ENV}, tmp_path / "ingest.log")
+    service = ServiceProcess(INGEST, {**env, **SERVICE_ENV}, tmp_path / "ingest.log")
     service.start()
     try:
         root = settings.artifact_root
@@ -126,7 +119,7 @@ async def test_transactional_producer_only_committed_rows_are_sealed(
     finally:
         await producer.stop()
 
-    service = IngestProcess({**env, **SERVICE_ENV}, tmp_path / "ingest.log")
+    service = ServiceProcess(INGEST, {**env, **SERVICE_ENV}, tmp_path / "ingest.log")
     service.start()
     try:
         want = Counter(e.event_id for e in committed + later)
@@ -171,7 +164,7 @@ async def test_poison_batch_stops_only_its_partition_and_resumes_after_the_fix(
         "DRIFTLOOP_INGEST_HTTP_PORT": str(port),
     }
     log = tmp_path / "ingest.log"
-    service = IngestProcess(broken_env, log, args=("--http",))
+    service = ServiceProcess([*INGEST, "--http"], broken_env, log)
     service.start()
     root = settings.artifact_root
     try:
@@ -199,7 +192,7 @@ async def test_poison_batch_stops_only_its_partition_and_resumes_after_the_fix(
         service.signal(signal.SIGTERM)
 
     # The documented fix: start the service where the codec is available.
-    fixed = IngestProcess({**env, **SERVICE_ENV}, log)
+    fixed = ServiceProcess(INGEST, {**env, **SERVICE_ENV}, log)
     fixed.start()
     try:
         want = Counter(e.event_id for e in before + poison + after + others)
@@ -233,7 +226,7 @@ async def test_an_operator_skips_a_poison_batch_and_it_is_dead_lettered(
     kcat_produce(bootstrap, topic, [e.SerializeToString() for e in after], partition=1)
     log = tmp_path / "ingest.log"
     broken = {**env, **SERVICE_ENV, "DRIFTLOOP_KAFKA_DISABLED_CODECS": "lz4"}
-    service = IngestProcess(broken, log)
+    service = ServiceProcess(INGEST, broken, log)
     service.start()
     root = settings.artifact_root
     try:

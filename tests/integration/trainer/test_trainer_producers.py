@@ -17,14 +17,9 @@ from services.common.kafka import create_producer, ensure_topics
 from services.common.kafka_stuck import RedisStuckLedger
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings
+from tests.integration.harness import ServiceProcess, isolated_settings
 from tests.integration.kcat import kcat_produce, kcat_tombstone
-from tests.integration.trainer.loop_harness import (
-    ServiceProcess,
-    get_json,
-    loop_settings,
-    model_events,
-    write_spec,
-)
+from tests.integration.trainer.loop_harness import get_json, model_events, write_spec
 
 
 def _version(tag: str) -> pb.DatasetVersion:
@@ -55,7 +50,7 @@ def _decided(events: list[pb.ModelEvent]) -> set[str]:
 async def test_trainer_decides_compressed_and_transactional_versions_and_survives_the_rest(
     stack: Settings, tmp_path: Path
 ) -> None:
-    settings, env = loop_settings(stack, tmp_path)
+    settings, env = isolated_settings(stack, tmp_path)
     t = settings.topics
     # Two partitions on datasets.versions: one to poison, one that must keep flowing.
     await ensure_topics(settings, [t.datasets_versions], partitions=2)
