@@ -2,7 +2,7 @@
 # Sets up everything driftloop needs on a fresh machine, idempotently:
 #   - uv (into a cache dir), then a virtualenv keyed by the lock file's hash, outside the repo
 #   - the Apache Kafka broker jars from Maven Central (through `driftloop stack fetch`)
-#   - redis-server through apt when it is missing
+#   - redis-server, kcat and openssl through apt when they are missing
 # Run it (`bash scripts/bootstrap.sh`): progress goes to stderr, and the last line on stdout
 # is the virtualenv's path. scripts/venv runs any command inside that virtualenv.
 set -euo pipefail
@@ -69,14 +69,18 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $sudo systemctl disable --now redis-server >/dev/null 2>&1 || $sudo service redis-server stop >/dev/null 2>&1 || true
 fi
 
-# 3b. headless Chromium (the dashboards' report test opens `driftloop report` in it)
-if ! command -v chromium >/dev/null 2>&1; then
-  log "installing chromium through apt"
-  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null \
-    || die "apt-get install chromium failed"
-fi
+# 3b. kcat (librdkafka's CLI: the tests publish with a producer that is not Python),
+#     openssl (the certificates of `driftloop stack up --secure`) and headless Chromium
+#     (the dashboards' report test opens `driftloop report` in it)
+for tool in kcat openssl chromium; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    log "installing $tool through apt"
+    if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$tool" >/dev/null \
+      || die "apt-get install $tool failed"
+  fi
+done
 
 # 4. the Kafka broker jars (Maven Central, into the cache)
 driftloop stack fetch

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
 from rich.console import Console
 
-from services.cli import datasets, drift, models, proto, report, samples, stack, store, training
+from services.cli import (
+    datasets,
+    drift,
+    kafka,
+    models,
+    proto,
+    report,
+    samples,
+    stack,
+    store,
+    training,
+)
 from services.common.clickhouse import AnalyticsStoreError
+from services.common.kafka_admin import KafkaUnavailableError
+from services.common.redis_client import RedisUnavailableError
 from services.common.settings import SettingsError
 from services.stack.errors import StackError
 
@@ -23,6 +37,7 @@ app = typer.Typer(
 )
 app.add_typer(stack.app, name="stack")
 app.add_typer(store.app, name="store")
+app.add_typer(kafka.app, name="kafka")
 app.add_typer(proto.app, name="proto")
 datasets.app.command("publish-sample")(samples.publish_sample)
 app.add_typer(datasets.app, name="datasets")
@@ -35,8 +50,17 @@ _err = Console(stderr=True)
 
 
 def main() -> None:
+    # aiokafka logs every failed connection attempt itself; the CLI says once, in one
+    # line, what failed and why (services.common.kafka_admin.diagnose_unavailable).
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         app()  # standalone: usage errors and `typer.Exit` become exit codes inside click
-    except (StackError, SettingsError, AnalyticsStoreError) as exc:
-        _err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+    except (
+        StackError,
+        SettingsError,
+        AnalyticsStoreError,
+        KafkaUnavailableError,
+        RedisUnavailableError,
+    ) as exc:
+        _err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)

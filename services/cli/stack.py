@@ -35,9 +35,17 @@ def _home(home: Path | None) -> Path:
 def up(
     home: HomeOpt = None,
     partitions: Annotated[int | None, typer.Option(help="partitions per topic")] = None,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Kafka on a SASL_SSL listener only (SCRAM users, generated certificates); "
+            "the stack state tells every client how to connect",
+        ),
+    ] = False,
 ) -> None:
     """Start Kafka (KRaft), redis-server and the chDB store on 127.0.0.1, wait until ready."""
-    settings = launcher.up(_home(home), StackConfig(), console, partitions)
+    settings = launcher.up(_home(home), StackConfig(), console, partitions, secure=secure)
     console.print(f"[bold green]stack is up[/bold green] — state in {settings.home / 'stack.json'}")
     _print_status(launcher.status(settings.home))
 

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from clickhouse_connect.driver.client import Client
 
 from services.common.protogen import REPO_ROOT
+from services.common.settings import masked_url
 
 __all__ = [
     "MIGRATIONS_DIR",
@@ -77,7 +78,7 @@ def connect(dsn: str) -> Client:
     scheme = urlparse(dsn).scheme
     if scheme not in ("chdb", "http", "https"):
         raise AnalyticsStoreError(
-            f"unsupported ClickHouse DSN {dsn!r}: use chdb:///abs/path or http(s)://host:port"
+            f"unsupported ClickHouse DSN {masked_url(dsn)!r}: use chdb:///abs/path or http(s)://host:port"
         )
     if scheme == "chdb":
         Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,9 @@ def connect(dsn: str) -> Client:
                 " — a chDB store can be opened by one process at a time; another process "
                 "(normally the monitor, its single writer) has it open"
             )
-        raise AnalyticsStoreError(f"cannot open the analytics store {dsn}: {text}{hint}") from None
+        raise AnalyticsStoreError(
+            f"cannot open the analytics store {masked_url(dsn)}: {text}{hint}"
+        ) from None
 
 
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:

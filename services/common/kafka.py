@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
@@ -26,9 +27,11 @@ from services.common.kafka_admin import (
     KafkaClusterInfo,
     KafkaUnavailableError,
     check_kafka,
+    diagnose_unavailable,
     ensure_topics,
-    explain_unavailable,
 )
+from services.common.kafka_fetch import GuardedFetcher, disable_codecs
+from services.common.kafka_security import client_options
 from services.common.kafka_serde import (
     DecodeFailure,
     Envelope,
@@ -39,6 +42,7 @@ from services.common.kafka_serde import (
     decode_record,
     encode_key,
 )
+from services.common.kafka_stuck import StuckLedger
 from services.common.settings import Settings
 
 __all__ = [
@@ -88,7 +92,7 @@ class ProtobufProducer:
             compression_type=compression_type,
             request_timeout_ms=settings.kafka_request_timeout_ms,
             partitioner=self._partitioner,
-            **options,
+            **{**client_options(settings), **options},
         )
         # Headers are identical for every record sent from one trace context and of one
         # type; rebuilding (and re-running the propagator) per record costs ~10 µs.
@@ -104,7 +108,7 @@ class ProtobufProducer:
             await self._producer.start()
         except KafkaConnectionError as exc:
             await self._producer.stop()
-            raise explain_unavailable(self._settings, exc) from None
+            raise await diagnose_unavailable(self._settings, exc) from None
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -216,6 +220,14 @@ class ProtobufConsumer:
     on_decode_error="return" (default): bad records come back in `ConsumedBatch.failures`.
     on_decode_error="raise": `getmany()` raises MessageDecodeError and rewinds the batch's
     partitions, so nothing is skipped when the service restarts.
+
+    Every producer's records are readable: all of Kafka's codecs (gzip; snappy, lz4 and
+    zstd through aiokafka's `cramjam` extra), and `isolation_level` is `read_committed`
+    (`DRIFTLOOP_KAFKA_ISOLATION_LEVEL`) because a transactional producer (Kafka Streams,
+    Flink, any exactly-once app) takes aborted writes back, and with `read_uncommitted`
+    those rows would become training data. A batch that still cannot be read (corrupt,
+    or a codec missing after all) pauses only its partition: see `kafka_fetch`; pass
+    `stuck_ledger` to make it visible to operators (Redis).
     """
 
     def __init__(
@@ -227,11 +239,14 @@ class ProtobufConsumer:
         message_types: Mapping[str, type[Message]] | None = None,
         on_decode_error: Literal["return", "raise"] = "return",
         client_id: str | None = None,
+        stuck_ledger: StuckLedger | None = None,
         **options: Any,
     ) -> None:
         self._settings = settings
         self._resolver = MessageResolver.for_topics(settings.topics, message_types)
         self._on_decode_error = on_decode_error
+        if disabled := os.environ.get("DRIFTLOOP_KAFKA_DISABLED_CODECS"):
+            disable_codecs(disabled)  # fault injection (tests): a poison batch, for real
         self._consumer = AIOKafkaConsumer(
             *topics,
             bootstrap_servers=settings.kafka_bootstrap,
@@ -240,7 +255,15 @@ class ProtobufConsumer:
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
             request_timeout_ms=settings.kafka_request_timeout_ms,
-            **options,
+            isolation_level=options.pop("isolation_level", settings.kafka_isolation_level),
+            **{**client_options(settings), **options},
+        )
+        self.fetcher = GuardedFetcher(
+            self._consumer,
+            group=group_id or "",
+            service=settings.service_name,
+            ledger=stuck_ledger,
+            retry_s=settings.kafka_stuck_retry_s,
         )
 
     @property
@@ -252,7 +275,7 @@ class ProtobufConsumer:
             await self._consumer.start()
         except KafkaConnectionError as exc:
             await self._consumer.stop()
-            raise explain_unavailable(self._settings, exc) from None
+            raise await diagnose_unavailable(self._settings, exc) from None
 
     async def stop(self) -> None:
         try:
@@ -276,7 +299,7 @@ class ProtobufConsumer:
     async def getmany(
         self, timeout_ms: int = 1000, max_records: int | None = None
     ) -> ConsumedBatch:
-        records = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        records = await self.fetcher.getmany(timeout_ms=timeout_ms, max_records=max_records)
         batch = ConsumedBatch()
         resolver = self._resolver
         for tp, recs in records.items():

@@ -7,19 +7,23 @@ and what to do, instead of a traceback from deep inside the client.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
+from services.common.kafka_security import client_options, describe
 from services.common.settings import Settings
 
 __all__ = [
     "KafkaClusterInfo",
     "KafkaUnavailableError",
     "check_kafka",
+    "diagnose_unavailable",
     "ensure_topics",
     "explain_unavailable",
 ]
@@ -31,9 +35,64 @@ class KafkaUnavailableError(ConnectionError):
 
 def explain_unavailable(settings: Settings, exc: BaseException) -> KafkaUnavailableError:
     return KafkaUnavailableError(
-        f"cannot reach Kafka at {settings.kafka_bootstrap} ({str(exc) or type(exc).__name__}); "
+        f"cannot reach Kafka at {describe(settings)} ({str(exc) or type(exc).__name__}); "
         "start the local stack with `driftloop stack up` or set DRIFTLOOP_KAFKA_BOOTSTRAP"
     )
+
+
+def _cause(settings: Settings, exc: BaseException) -> str:
+    """One line naming why a connection attempt failed (never a secret)."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for err in chain:
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return (
+                f"the broker's TLS certificate is not trusted ({err.verify_message}): set "
+                "DRIFTLOOP_KAFKA_SSL_CAFILE to the CA that signed it "
+                f"(now: {settings.kafka_ssl_cafile or 'the system CAs'})"
+            )
+        if isinstance(err, ssl.SSLError):
+            return f"the TLS handshake failed ({err.reason or err}); is the listener SSL?"
+    text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
+    if "Authentication" in text or "authentication" in text:
+        return (
+            f"SASL authentication failed for user {settings.kafka_sasl_username!r} with "
+            f"{settings.kafka_sasl_mechanism} (wrong DRIFTLOOP_KAFKA_SASL_PASSWORD / _FILE, "
+            "user or mechanism)"
+        )
+    if isinstance(exc, ConnectionRefusedError) or "Connect call failed" in text:
+        return "nothing listens there (connection refused)"
+    return str(exc) or type(exc).__name__
+
+
+async def diagnose_unavailable(
+    settings: Settings, exc: BaseException, timeout_s: float = 10.0
+) -> KafkaUnavailableError:
+    """Like `explain_unavailable`, but names the cause: aiokafka's clients only say
+    "Unable to bootstrap", so one connection to the first bootstrap server is opened
+    with the same security options to see why (untrusted certificate, wrong password,
+    refused)."""
+    host, _, port = settings.kafka_bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        options = client_options(settings)
+        async with asyncio.timeout(timeout_s):
+            conn = await create_conn(
+                host, int(port), request_timeout_ms=int(timeout_s * 1000), **options
+            )
+        conn.close()
+    except Exception as probe:  # the probe's failure is the diagnosis
+        cause, found = _cause(settings, probe), True
+    else:
+        cause, found = str(exc) or type(exc).__name__, False
+    hint = (
+        ""
+        if found and ("TLS" in cause or "SASL" in cause)
+        else ("; start the local stack with `driftloop stack up` or set DRIFTLOOP_KAFKA_BOOTSTRAP")
+    )
+    return KafkaUnavailableError(f"cannot reach Kafka at {describe(settings)}: {cause}{hint}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +110,7 @@ def _admin(settings: Settings, request_timeout_ms: int | None = None) -> AIOKafk
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=f"{settings.service_name}-admin",
         request_timeout_ms=request_timeout_ms or settings.kafka_request_timeout_ms,
+        **client_options(settings),
     )
 
 
@@ -64,7 +124,7 @@ async def check_kafka(settings: Settings, timeout_s: float = 10.0) -> KafkaClust
             cluster = await admin.describe_cluster()
             topics = await admin.list_topics()
     except (KafkaError, OSError, TimeoutError) as exc:
-        raise explain_unavailable(settings, exc) from None
+        raise await diagnose_unavailable(settings, exc) from None
     finally:
         await admin.close()
     return KafkaClusterInfo(
@@ -123,6 +183,6 @@ async def ensure_topics(
                     return created
                 await asyncio.sleep(0.1)
     except (KafkaConnectionError, OSError, TimeoutError) as exc:
-        raise explain_unavailable(settings, exc) from None
+        raise await diagnose_unavailable(settings, exc) from None
     finally:
         await admin.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 import redis.asyncio as aioredis
 
-from services.common.settings import Settings
+from services.common.settings import Settings, masked_url
 
 __all__ = ["RedisUnavailableError", "async_redis", "check_redis", "sync_redis"]
 
@@ -16,7 +16,7 @@ class RedisUnavailableError(ConnectionError):
 
 def _explain(url: str, exc: Exception) -> RedisUnavailableError:
     return RedisUnavailableError(
-        f"cannot reach Redis at {url} ({exc}); start the local stack with "
+        f"cannot reach Redis at {masked_url(url)} ({exc}); start the local stack with "
         "`driftloop stack up` or set DRIFTLOOP_REDIS_URL"
     )
 

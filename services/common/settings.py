@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -28,16 +28,41 @@ __all__ = [
     "default_home",
     "get_settings",
     "load_settings",
+    "masked_url",
     "state_file_path",
 ]
 
 STATE_FILE_NAME = "stack.json"
 # Keys of the state file that are settings (the rest is the launcher's own bookkeeping).
-_STATE_KEYS = ("kafka_bootstrap", "redis_url", "clickhouse_dsn", "artifact_root")
+_STATE_KEYS = (
+    "kafka_bootstrap",
+    "redis_url",
+    "clickhouse_dsn",
+    "artifact_root",
+    # a stack started with `--secure` records how to reach its SASL_SSL listener
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password_file",
+    "kafka_ssl_cafile",
+)
 
 
 class SettingsError(ValueError):
     """Settings could not be built; the message names the setting and what to do."""
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password replaced by `***`, for anything printed or logged
+    (`rediss://:***@host:6380/0`, `https://user:***@host:8443`)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def default_home() -> Path:
@@ -107,6 +132,24 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     telemetry_exporter: Literal["none", "console", "memory", "otlp"] = "none"
     kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    # Consumers read only committed transactions by default: records of an aborted
+    # transaction (Kafka Streams, Flink, any exactly-once producer that takes its writes
+    # back) must never become training data. `read_uncommitted` is for debugging only.
+    kafka_isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    # Secured clusters (applied by services.common.kafka_security to every client).
+    # Secrets come from the environment or a file (`*_FILE`) and are never logged.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_ssl_cafile: Path | None = None  # CA bundle that signed the brokers' certificates
+    kafka_ssl_certfile: Path | None = None  # client certificate (mTLS)
+    kafka_ssl_keyfile: Path | None = None  # its private key
+    kafka_ssl_key_password: SecretStr | None = None
+    # Where a consumer records partitions it cannot read (see services.common.kafka_fetch)
+    # and how often it tries such a partition again.
+    kafka_stuck_retry_s: float = Field(default=60.0, gt=0)
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -121,14 +164,16 @@ class Settings(BaseSettings):
     @classmethod
     def _check_redis(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"expected redis://host:port/db, got {value!r}")
+            raise ValueError(f"expected redis://host:port/db, got {masked_url(value)!r}")
         return value
 
     @field_validator("clickhouse_dsn")
     @classmethod
     def _check_dsn(cls, value: str) -> str:
         if value and not value.startswith(("chdb://", "http://", "https://")):
-            raise ValueError(f"expected chdb://PATH or http(s)://host:port, got {value!r}")
+            raise ValueError(
+                f"expected chdb://PATH or http(s)://host:port, got {masked_url(value)!r}"
+            )
         return value
 
     def model_post_init(self, _context: Any) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import gc
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import uvicorn
@@ -22,9 +22,11 @@ from services.common.datasets.schema import load_schemas
 from services.common.feature_store import OnlineFeatureStore
 from services.common.http_server import embedded_server
 from services.common.kafka import check_kafka, create_consumer, create_producer
+from services.common.kafka_admin import KafkaUnavailableError
+from services.common.kafka_stuck import RedisStuckLedger, StuckPartition
 from services.common.logging import configure_logging, get_logger
-from services.common.redis_client import check_redis, sync_redis
-from services.common.settings import Settings, load_settings
+from services.common.redis_client import RedisUnavailableError, check_redis, sync_redis
+from services.common.settings import Settings, SettingsError, load_settings
 from services.common.telemetry import setup_telemetry
 from services.ingest.config import IngestSettings
 from services.ingest.decode.wire import warm_up
@@ -37,13 +39,15 @@ __all__ = ["main", "run"]
 _log = get_logger(__name__)
 
 
-def _http_server(settings: Settings, ingest: IngestSettings) -> uvicorn.Server | None:
+def _http_server(
+    settings: Settings, ingest: IngestSettings, stuck: Callable[[], list[StuckPartition]]
+) -> uvicorn.Server | None:
     try:
         from services.ingest.http.api import create_http_app
     except ImportError as exc:  # the API module is optional for the consumer loop
         _log.warning("http.unavailable", error=str(exc))
         return None
-    app = create_http_app(settings, ingest)
+    app = create_http_app(settings, ingest, stuck)
     return embedded_server(app, ingest.http_host, ingest.http_port, lifespan="on")
 
 
@@ -66,7 +70,8 @@ async def run(settings: Settings, ingest: IngestSettings, *, http: bool = False)
     options: dict[str, Any] = {"max_poll_interval_ms": 300_000}
     if ingest.group_instance_id:
         options["group_instance_id"] = ingest.group_instance_id
-    consumer = create_consumer(settings, group_id=ingest.group_id, **options)
+    ledger = RedisStuckLedger(dedup_redis)  # unreadable partitions, for operators
+    consumer = create_consumer(settings, group_id=ingest.group_id, stuck_ledger=ledger, **options)
     producer = create_producer(settings, linger_ms=5)
     pipeline = IngestPipeline(
         consumer=consumer,
@@ -85,7 +90,7 @@ async def run(settings: Settings, ingest: IngestSettings, *, http: bool = False)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     consumer.raw.subscribe([settings.topics.data_events], listener=pipeline.rebalance_listener())
-    server = _http_server(settings, ingest) if http else None
+    server = _http_server(settings, ingest, lambda: consumer.fetcher.stuck) if http else None
     warm_up()  # the decoder's compiled kernels, before joining the group (blocks the loop)
     async with producer, consumer:
         await pipeline.recover()
@@ -122,5 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = os.environ.get("DRIFTLOOP_SERVICE_NAME", "driftloop-ingest")
     settings = load_settings(service_name=name)
     configure_logging(settings)
-    asyncio.run(run(settings, IngestSettings(), http=args.http))
+    try:
+        asyncio.run(run(settings, IngestSettings(), http=args.http))
+    except (KafkaUnavailableError, RedisUnavailableError, SettingsError) as exc:
+        # One line naming the cause (wrong password, untrusted certificate, no broker).
+        _log.error("ingest.cannot_start", error=str(exc))
+        return 2
     return 0

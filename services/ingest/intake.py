@@ -15,6 +15,7 @@ original bytes. Sealing and commits are `pipeline`'s.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,10 +23,11 @@ import numpy as np
 import pyarrow as pa
 from opentelemetry import metrics
 
-from driftloop.v1.events_pb2 import RejectedEvent
+from driftloop.v1.events_pb2 import RejectedEvent, RejectionReason
 from services.common.datasets.schema import DatasetSchema
 from services.common.feature_store import OnlineFeatureStore
 from services.common.kafka import ProtobufProducer
+from services.common.kafka_stuck import StuckPartition
 from services.common.logging import get_logger
 from services.ingest.backlog import Backlog, Categories, categories_of
 from services.ingest.decode.columns import FlatEvents
@@ -215,6 +217,31 @@ class Intake:
         backlog.take_back(flight.added_ids, flight.added_categories)
         tasks = [claim for _, claim in flight.claims.values()]
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def dead_letter_span(self, stuck: StuckPartition) -> None:
+        """An operator skips a record batch nobody can decode (`driftloop kafka seek
+        --skip`): one dead letter names the span, its cause and who skipped it, and is
+        acknowledged before the consumer moves past the span."""
+        last = (stuck.next_offset or stuck.offset + 1) - 1
+        reason = RejectionReason(
+            code=str(Code.BATCH_UNDECODABLE),
+            field="",
+            message=(
+                f"record batch at offsets {stuck.offset}..{last} of {stuck.name} could not "
+                f"be decoded ({stuck.cause}) and was skipped by an operator; its bytes stay "
+                "in the Kafka log until the topic's retention removes them"
+            ),
+        )
+        event = RejectedEvent(
+            source_topic=stuck.topic,
+            source_partition=stuck.partition,
+            source_offset=stuck.offset,
+            reasons=[reason],
+            service=self._service,
+            rejected_at_ms=time.time_ns() // 1_000_000,
+        )
+        await self._producer.send_and_wait(self._rejected_topic, event, key=stuck.name)
+        self._rejected_total.add(1, {"reason": str(Code.BATCH_UNDECODABLE)})
 
     async def _dead_letter(
         self, batch: SourceBatch, rejections: Sequence[Rejection], now: int

@@ -124,7 +124,13 @@ class IngestPipeline:
         )
         self._lock = asyncio.Lock()
         self._epoch = 0  # bumped on every assignment: older fetched records are dropped
-        self._poller = Poller(consumer.raw, ingest.poll_max_records, self._poll_timeout_ms)
+        self._poller = Poller(
+            consumer.raw,
+            ingest.poll_max_records,
+            self._poll_timeout_ms,
+            fetch=consumer.fetcher.getmany,
+        )
+        consumer.fetcher.on_skip(self._intake.dead_letter_span)
         self._stopping = False
         self._reset_stream_state()
         self._sealed = SealedHistory()

@@ -26,18 +26,24 @@ Fetched: TypeAlias = dict[TopicPartition, list[Record]]
 
 
 class Poller:
+    """`fetch` is the consumer's guarded `getmany` (`services.common.kafka_fetch`): a
+    batch that cannot be decoded pauses its partition instead of raising here."""
+
     def __init__(
-        self, consumer: AIOKafkaConsumer, max_records: int, timeout_ms: Callable[[], int]
+        self,
+        consumer: AIOKafkaConsumer,
+        max_records: int,
+        timeout_ms: Callable[[], int],
+        fetch: Callable[..., Awaitable[Fetched]] | None = None,
     ) -> None:
         self._consumer, self._max_records, self._timeout_ms = consumer, max_records, timeout_ms
+        self._fetch = fetch or consumer.getmany
         self._ahead: tuple[int, asyncio.Task[Fetched]] | None = None
 
     def start(self, epoch: int) -> None:
         """Start the next poll now, unless one is already running."""
         if self._ahead is None:
-            poll = self._consumer.getmany(
-                timeout_ms=self._timeout_ms(), max_records=self._max_records
-            )
+            poll = self._fetch(timeout_ms=self._timeout_ms(), max_records=self._max_records)
             self._ahead = (epoch, asyncio.ensure_future(poll))
 
     async def next(self, epoch: int) -> tuple[int, Fetched]:

@@ -29,6 +29,8 @@ class Code(StrEnum):
     """Machine-readable rejection reason codes (`RejectionReason.code`)."""
 
     DECODE_ERROR = "decode_error"
+    TOMBSTONE = "tombstone"  # a record with no value (a delete marker): never an event
+    BATCH_UNDECODABLE = "batch_undecodable"  # a whole record batch skipped by an operator
     UNKNOWN_DATASET = "unknown_dataset"
     MISSING_FIELD = "missing_field"
     UNKNOWN_FIELD = "unknown_field"

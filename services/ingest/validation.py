@@ -30,7 +30,7 @@ from services.ingest.decode.columns import (
     columns_from_flat,
     flat_from_events,
 )
-from services.ingest.decode.wire import Undecodable, decode_events, decode_flat
+from services.ingest.decode.wire import NO_VALUE, Undecodable, decode_events, decode_flat
 from services.ingest.rules import Code, Flag, evaluate_rules
 
 __all__ = [
@@ -140,6 +140,10 @@ def validate_batch(
     return validate_flat(replace(flat, errors=errors), schemas, now_ms, contexts)
 
 
+def _undecodable_code(error: str) -> Code:
+    return Code.TOMBSTONE if error == NO_VALUE else Code.DECODE_ERROR
+
+
 def validate_flat(
     flat: FlatEvents,
     schemas: Mapping[str, DatasetSchema],
@@ -149,7 +153,8 @@ def validate_flat(
     """Record-level failures (undecodable, no or unknown dataset) are settled here; the rest
     are grouped by dataset and checked column-wise by `services.ingest.rules`."""
     rejected = [
-        Rejection(i, (Reason(Code.DECODE_ERROR, "", error),)) for i, error in flat.errors.items()
+        Rejection(i, (Reason(_undecodable_code(error), "", error),))
+        for i, error in flat.errors.items()
     ]
     decoded = np.ones(flat.n, dtype=bool)
     decoded[list(flat.errors)] = False

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from services.common.protogen import REPO_ROOT
 from services.stack.config import StackConfig
@@ -90,7 +91,9 @@ def fetch_jars(config: StackConfig) -> Path:
     return libs
 
 
-def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
+def server_properties(
+    port: int, controller_port: int, data_dir: Path, overrides: dict[str, str] | None = None
+) -> str:
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -115,6 +118,7 @@ def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
         # a small heap must not run out; the cleaner stays on (faust changelogs are compacted)
         "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
     }
+    settings.update(overrides or {})  # e.g. the SASL_SSL listener (kafka_secure)
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 
 
@@ -133,7 +137,9 @@ def _java_cmd(libs: Path, main: str, *args: str, heap_mb: int = 256) -> list[str
     ]
 
 
-def format_storage(libs: Path, properties: Path, data_dir: Path) -> None:
+def format_storage(
+    libs: Path, properties: Path, data_dir: Path, extra: list[str] | None = None
+) -> None:
     """Format the KRaft log directory once; an already formatted one is left alone."""
     if (data_dir / "meta.properties").is_file():
         return
@@ -149,7 +155,14 @@ def format_storage(libs: Path, properties: Path, data_dir: Path) -> None:
     )
     proc = subprocess.run(
         _java_cmd(
-            libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)
+            libs,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(properties),
+            *(extra or []),
         ),
         capture_output=True,
         text=True,
@@ -166,10 +179,10 @@ def start(libs: Path, properties: Path, log: Path, cwd: Path, heap_mb: int) -> i
     return start_detached(broker_command(libs, properties, heap_mb), log, cwd).pid
 
 
-async def _metadata_ok(bootstrap: str) -> bool:
+async def _metadata_ok(bootstrap: str, options: dict[str, Any]) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **options)
     try:
         await admin.start()
         await admin.list_topics()
@@ -180,8 +193,16 @@ async def _metadata_ok(bootstrap: str) -> bool:
         await admin.close()
 
 
-def wait_ready(pid: int, bootstrap: str, log: Path, log_offset: int, timeout_s: float) -> float:
-    """Wait for the log line and a successful metadata request; fail fast if it exits."""
+def wait_ready(
+    pid: int,
+    bootstrap: str,
+    log: Path,
+    log_offset: int,
+    timeout_s: float,
+    options: dict[str, Any] | None = None,
+) -> float:
+    """Wait for the log line and a successful metadata request (with the client security
+    `options` of a secure broker); fail fast if it exits."""
     started = time.monotonic()
     deadline = started + timeout_s
     seen_line = False
@@ -192,7 +213,7 @@ def wait_ready(pid: int, bootstrap: str, log: Path, log_offset: int, timeout_s: 
             with log.open("rb") as handle:
                 handle.seek(log_offset)
                 seen_line = _READY_LINE.encode() in handle.read()
-        if seen_line and asyncio.run(_metadata_ok(bootstrap)):
+        if seen_line and asyncio.run(_metadata_ok(bootstrap, options or {})):
             return time.monotonic() - started
         time.sleep(0.3)
     raise ReadinessTimeoutError("the Kafka broker", timeout_s, str(log), tail(log, 30))

@@ -10,9 +10,11 @@ from pathlib import Path
 from rich.console import Console
 
 from services.common.kafka_admin import KafkaUnavailableError, check_kafka, ensure_topics
-from services.common.redis_client import RedisUnavailableError, check_redis
-from services.common.settings import Settings, load_settings
-from services.stack import kafka_broker, redis_server, store
+from services.common.kafka_security import client_options
+from services.common.kafka_stuck import RedisStuckLedger, StuckPartition
+from services.common.redis_client import RedisUnavailableError, check_redis, sync_redis
+from services.common.settings import Settings, load_settings, masked_url
+from services.stack import kafka_broker, kafka_secure, redis_server, store
 from services.stack.config import StackConfig
 from services.stack.errors import PortInUseError, StackError, StackNotRunningError
 from services.stack.processes import free_port, is_alive, port_is_free, stop_process, tail
@@ -22,6 +24,13 @@ from services.stack.state import PartState, StackState, read_state, remove_state
 __all__ = ["PartStatus", "down", "log_paths", "status", "up"]
 
 PARTS = ("kafka", "redis", "clickhouse")
+_SECURITY_KEYS = (
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password_file",
+    "kafka_ssl_cafile",
+)
 
 
 @dataclass
@@ -65,9 +74,16 @@ def _running(state: StackState | None) -> bool:
 
 
 def up(
-    home: Path, config: StackConfig, console: Console, partitions: int | None = None
+    home: Path,
+    config: StackConfig,
+    console: Console,
+    partitions: int | None = None,
+    *,
+    secure: bool = False,
 ) -> Settings:
-    """Start every part, wait until each is ready, record them in the state file."""
+    """Start every part, wait until each is ready, record them in the state file.
+    `secure`: Kafka listens on SASL_SSL only (SCRAM users, generated certificates;
+    `kafka_secure`)."""
     home.mkdir(parents=True, exist_ok=True)
     previous = read_state(home)
     if _running(previous):
@@ -80,7 +96,7 @@ def up(
     reporter = StepReporter(console)
     try:
         with reporter.live():
-            _up_kafka(home, config, reporter, state, old.get("kafka"), logs)
+            _up_kafka(home, config, reporter, state, old.get("kafka"), logs, secure)
             _up_redis(home, config, reporter, state, old.get("redis"), logs)
             write_state(home, state)  # so `down` can clean up even if a later step fails
             settings = (
@@ -118,6 +134,7 @@ def _up_kafka(
     state: StackState,
     old: PartState | None,
     logs: Path,
+    secure: bool = False,
 ) -> None:
     with reporter.step("Kafka broker jars (Maven Central, cached)") as out:
         kafka_broker.check_java()
@@ -136,11 +153,20 @@ def _up_kafka(
         )
         if cport == port:
             cport = free_port()
-        kdir = home / "kafka"
+        # A secure broker has its own log directory: its SCRAM users are written when
+        # the storage is formatted.
+        kdir = home / ("kafka-secure" if secure else "kafka")
         kdir.mkdir(parents=True, exist_ok=True)
         properties = kdir / "server.properties"
-        properties.write_text(kafka_broker.server_properties(port, cport, kdir / "data"))
-        kafka_broker.format_storage(libs, properties, kdir / "data")
+        overrides, scram, client = None, None, {}
+        if secure:
+            tls = kafka_secure.prepare(kdir / "tls")
+            overrides = kafka_secure.secure_properties(port, cport, tls)
+            scram = kafka_secure.scram_arguments(tls)
+            client = kafka_secure.client_settings(tls)
+        properties.write_text(kafka_broker.server_properties(port, cport, kdir / "data", overrides))
+        properties.chmod(0o600)  # holds the keystore password in secure mode
+        kafka_broker.format_storage(libs, properties, kdir / "data", scram)
         log = logs / "kafka.log"
         offset = log.stat().st_size if log.is_file() else 0
         pid = kafka_broker.start(libs, properties, log, kdir, config.kafka_heap_mb)
@@ -149,8 +175,12 @@ def _up_kafka(
             pid=pid, ports={"broker": port, "controller": cport}, log=str(log)
         )
         state.settings["kafka_bootstrap"] = bootstrap
-        kafka_broker.wait_ready(pid, bootstrap, log, offset, config.ready_timeout_s)
-        out.append(bootstrap)
+        for key in _SECURITY_KEYS:  # a plain restart after a secure one
+            state.settings.pop(key, None)
+        state.settings.update(client)
+        options = client_options(load_settings(**client)) if secure else {}
+        kafka_broker.wait_ready(pid, bootstrap, log, offset, config.ready_timeout_s, options)
+        out.append(f"SASL_SSL://{bootstrap} (SCRAM-SHA-512)" if secure else bootstrap)
 
 
 def _up_redis(
@@ -214,6 +244,7 @@ def status(home: Path) -> list[PartStatus]:
         )
     settings = load_settings(home=home)
     results: list[PartStatus] = []
+    redis_shown, ch_shown = masked_url(settings.redis_url), masked_url(settings.clickhouse_dsn)
     try:
         info = asyncio.run(check_kafka(settings, timeout_s=15))
         detail = f"{len(info.brokers)} broker(s), {len(info.topics)} topics"
@@ -222,22 +253,41 @@ def status(home: Path) -> list[PartStatus]:
         results.append(PartStatus("kafka", False, settings.kafka_bootstrap, str(exc)))
     try:
         rtt_ms = check_redis(settings)
-        results.append(PartStatus("redis", True, settings.redis_url, f"PING {rtt_ms:.1f} ms"))
+        results.append(PartStatus("redis", True, redis_shown, f"PING {rtt_ms:.1f} ms"))
     except RedisUnavailableError as exc:
-        results.append(PartStatus("redis", False, settings.redis_url, str(exc)))
+        results.append(PartStatus("redis", False, redis_shown, str(exc)))
+    else:
+        stuck = _stuck_partitions(settings)
+        if stuck:  # a consumer group cannot read a partition: say which, and how to resume
+            results.append(
+                PartStatus(
+                    "stuck partitions",
+                    False,
+                    redis_shown,
+                    "; ".join(s.describe() for s in stuck),
+                )
+            )
     try:
         ch = store.ping(settings.clickhouse_dsn)
         results.append(
             PartStatus(
                 "clickhouse",
                 True,
-                settings.clickhouse_dsn,
+                ch_shown,
                 f"ClickHouse {ch['version']}, {ch['tables']} tables, {ch['migrations']} migrations",
             )
         )
     except StackError as exc:
-        results.append(PartStatus("clickhouse", False, settings.clickhouse_dsn, str(exc)))
+        results.append(PartStatus("clickhouse", False, ch_shown, str(exc)))
     return results
+
+
+def _stuck_partitions(settings: Settings) -> list[StuckPartition]:
+    client = sync_redis(settings)
+    try:
+        return RedisStuckLedger(client).all()
+    finally:
+        client.close()
 
 
 def log_paths(home: Path) -> dict[str, Path]:

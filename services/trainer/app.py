@@ -16,7 +16,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from driftloop.v1 import events_pb2 as pb
@@ -31,10 +31,12 @@ from services.common.kafka import (
     create_consumer,
     create_producer,
 )
+from services.common.kafka_admin import KafkaUnavailableError
+from services.common.kafka_stuck import RedisStuckLedger, StuckPartition
 from services.common.logging import configure_logging, get_logger
-from services.common.redis_client import check_redis, sync_redis
+from services.common.redis_client import RedisUnavailableError, check_redis, sync_redis
 from services.common.registry import ModelRegistry
-from services.common.settings import Settings, load_settings
+from services.common.settings import Settings, SettingsError, load_settings
 from services.trainer.config import TrainerSettings
 from services.trainer.events import model_event
 from services.trainer.health import health_app
@@ -103,8 +105,11 @@ class TrainerService:
         self.queue: asyncio.Queue[TrainRequest] = asyncio.Queue()
         self.ray_ready = False
         self.consuming = False
+        self.stuck: Callable[[], list[StuckPartition]] = list
 
     def readiness(self) -> tuple[bool, str]:
+        if stuck := self.stuck():  # a trigger topic's partition cannot be read
+            return False, "; ".join(s.describe() for s in stuck)
         if not self.ray_ready:
             return False, "starting Ray"
         if not self.consuming:
@@ -200,6 +205,7 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
         topics.drift_events,
         topics.experiments_events,
         group_id=config.group_id,
+        stuck_ledger=RedisStuckLedger(sync_redis(settings)),
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -221,6 +227,7 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
             producer,
             initial_states(trainer.specs.values(), starts, manifests),
         )
+        service.stuck = lambda: consumer.fetcher.stuck
         server = embedded_server(
             health_app(service.readiness, service.model_states),
             config.health_host,
@@ -279,5 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = os.environ.get("DRIFTLOOP_SERVICE_NAME", "driftloop-trainer")
     settings = load_settings(service_name=name)
     configure_logging(settings)
-    asyncio.run(run(settings, TrainerSettings()))
+    try:
+        asyncio.run(run(settings, TrainerSettings()))
+    except (KafkaUnavailableError, RedisUnavailableError, SettingsError) as exc:
+        # One line naming the cause (wrong password, untrusted certificate, no broker).
+        _log.error("trainer.cannot_start", error=str(exc))
+        return 2
     return 0

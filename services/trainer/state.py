@@ -52,6 +52,8 @@ async def last_training_starts(settings: Settings, models: Iterable[str]) -> dic
                     and msg.model in wanted
                 ):
                     found[msg.model] = max(found.get(msg.model, 0), msg.created_at_ms)
+            for stuck in consumer.fetcher.stuck:  # unreadable: logged (kafka.partition_stuck)
+                remaining.discard(TopicPartition(stuck.topic, stuck.partition))
             for tp in list(remaining):
                 if await raw.position(tp) >= ends[tp]:
                     remaining.discard(tp)

@@ -16,12 +16,13 @@ import faust
 
 from driftloop.v1 import events_pb2
 from services.common.faust_codec import event_trace_context, protobuf_topic, record_headers
+from services.common.kafka_security import faust_app_options
 from services.common.settings import load_settings
 
 settings = load_settings()
 app = faust.App(
     os.environ.get("ECHO_APP_ID", "driftloop-faust-echo"),
-    broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+    **faust_app_options(settings),  # brokers and credentials from the one factory
     store="memory://",
     # faust keeps a data directory (default: ./<app id>-data); never inside the repo.
     datadir=os.environ.get("ECHO_DATADIR", os.path.join(tempfile.gettempdir(), "faust-echo")),

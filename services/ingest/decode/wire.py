@@ -29,7 +29,9 @@ from google.protobuf.message import DecodeError
 from driftloop.v1.events_pb2 import DataEvent
 from services.ingest.decode.columns import FlatEvents, MapEntries, flat_from_events
 
-__all__ = ["Undecodable", "decode_events", "decode_flat", "warm_up"]
+__all__ = ["NO_VALUE", "Undecodable", "decode_events", "decode_flat", "warm_up"]
+
+NO_VALUE = "record has no value (a tombstone)"
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ def decode_events(payloads: Sequence[bytes | None]) -> list[DataEvent | Undecoda
     out: list[DataEvent | Undecodable] = []
     for payload in payloads:
         if payload is None:
-            out.append(Undecodable("record has no value"))
+            out.append(Undecodable(NO_VALUE))
             continue
         event = DataEvent()
         try:

@@ -25,16 +25,17 @@ answers in `errors`, the dependencies in `deps`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.common.datasets.schema import load_schemas
 from services.common.kafka import create_producer
+from services.common.kafka_stuck import StuckPartition
 from services.common.settings import Settings, get_settings
 from services.common.telemetry import instrument_fastapi, setup_telemetry
 from services.ingest.config import IngestSettings, get_ingest_settings
@@ -75,7 +76,7 @@ async def healthz() -> HealthResponse:
     responses={503: {"model": ReadyResponse}},
     summary="Readiness: the producer is connected to a Kafka broker",
 )
-async def readyz(producer: ProducerDep) -> JSONResponse:
+async def readyz(request: Request, producer: ProducerDep) -> JSONResponse:
     ready, detail = False, "the Kafka producer is not running"
     if producer is not None:
         client = producer.raw.client
@@ -87,13 +88,24 @@ async def readyz(producer: ProducerDep) -> JSONResponse:
             detail = f"no Kafka broker reachable ({type(exc).__name__})"
         else:
             detail = "connected to Kafka" if ready else "no Kafka broker reachable"
-    body = ReadyResponse(ready=ready, detail=detail).model_dump()
+    stuck: list[StuckPartition] = request.app.state.stuck()
+    if stuck:  # the consumer in this process cannot read a partition: not ready
+        ready = False
+        detail = "; ".join(s.describe() for s in stuck)
+    body = ReadyResponse(
+        ready=ready, detail=detail, stuck_partitions=[s.name for s in stuck]
+    ).model_dump()
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-def create_http_app(settings: Settings, ingest: IngestSettings) -> FastAPI:
+def create_http_app(
+    settings: Settings,
+    ingest: IngestSettings,
+    stuck: Callable[[], list[StuckPartition]] = list,
+) -> FastAPI:
     """The ingest HTTP app. Schemas are loaded now (a bad schema file fails here); the
-    Kafka producer is started by the app's lifespan and stopped at shutdown."""
+    Kafka producer is started by the app's lifespan and stopped at shutdown. `stuck`:
+    the partitions the consumer in the same process cannot read (`/readyz` names them)."""
     schemas = load_schemas(ingest.schemas_dir)
 
     @asynccontextmanager
@@ -116,6 +128,7 @@ def create_http_app(settings: Settings, ingest: IngestSettings) -> FastAPI:
     )
     app.state.settings, app.state.ingest, app.state.schemas = settings, ingest, schemas
     app.state.producer = None
+    app.state.stuck = stuck
     for router in (events.router, catalog.router, health):
         app.include_router(router)
     install_error_handling(app)

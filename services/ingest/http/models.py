@@ -104,3 +104,5 @@ class HealthResponse(BaseModel):
 class ReadyResponse(BaseModel):
     ready: bool
     detail: str
+    # partitions of data.events this process cannot read (kafka_fetch), with what to do
+    stuck_partitions: list[str] = []

@@ -47,6 +47,14 @@ class FakeConsumer:
     def raw(self) -> FakeConsumer:
         return self
 
+    @property
+    def fetcher(self) -> FakeConsumer:
+        """The guarded fetch (services.common.kafka_fetch): here the plain one."""
+        return self
+
+    def on_skip(self, callback: object) -> None:
+        """No batch is ever undecodable here, so none is skipped."""
+
     def append(self, payloads: Sequence[bytes]) -> None:
         for payload in payloads:
             offset = len(self.log)
