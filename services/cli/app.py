@@ -1,16 +1,19 @@
-"""`driftloop`: the root command. Known failures print one clear line, never a traceback."""
+"""`driftloop`: the root command. Known failures print one clear line, never a traceback.
+
+Every command raises its failures; `main` turns the known ones into `error: …` on stderr
+with exit 2 (bad input) or 1 (a dependency is unavailable), see services/common/failures.py.
+`--debug` (or DRIFTLOOP_DEBUG=1) shows the traceback too.
+"""
 
 from __future__ import annotations
 
-import sys
+import os
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from services.cli import datasets, models, proto, samples, stack, store, training
-from services.common.clickhouse import AnalyticsStoreError
-from services.common.settings import SettingsError
-from services.stack.errors import StackError
+from services.common.failures import DEBUG_ENV, Types, handled
 
 __all__ = ["app", "main"]
 
@@ -20,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
     help="driftloop: event-driven MLOps that closes the continuous-training loop.",
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 app.add_typer(stack.app, name="stack")
 app.add_typer(store.app, name="store")
@@ -29,12 +33,36 @@ app.add_typer(datasets.app, name="datasets")
 app.add_typer(models.app, name="models")
 app.command("train")(training.train)
 
-_err = Console(stderr=True)
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help=f"show the traceback of a failure (or set {DEBUG_ENV}=1)",
+            show_default=False,
+        ),
+    ] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+def _known() -> tuple[Types, Types]:
+    """The services' own failure types (imported only once something failed)."""
+    from services.ingest.catalog import CatalogError
+    from services.ingest.schema import SchemaError
+    from services.ingest.versioning import ManifestError
+    from services.stack.errors import StackError
+    from services.trainer.data import TrainingDataError
+    from services.trainer.specs import ModelSpecError
+
+    bad_input: Types = (ModelSpecError, SchemaError, CatalogError, ManifestError)
+    bad_input += (TrainingDataError,)
+    return bad_input, (StackError,)
 
 
 def main() -> None:
-    try:
+    with handled(_known):
         app()  # standalone: usage errors and `typer.Exit` become exit codes inside click
-    except (StackError, SettingsError, AnalyticsStoreError) as exc:
-        _err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-        sys.exit(1)

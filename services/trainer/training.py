@@ -252,6 +252,7 @@ class Trainer:
                     actor=request.actor,
                     reason=f"gate passed: {report.summary()}",
                     fence=lease.token,
+                    kind="gate",
                 )
             except StaleFenceError as exc:
                 raise _Failed("lease_stale", str(exc)) from None
