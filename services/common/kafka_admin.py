@@ -22,6 +22,7 @@ __all__ = [
     "check_kafka",
     "ensure_topics",
     "explain_unavailable",
+    "topic_partitions",
 ]
 
 
@@ -126,3 +127,20 @@ async def ensure_topics(
         raise explain_unavailable(settings, exc) from None
     finally:
         await admin.close()
+
+
+async def topic_partitions(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[int]:
+    """The partition ids of `topic` (empty when it does not exist), from a real metadata
+    request: a consumer's `partitions_for_topic` answers None until it has metadata."""
+    admin = _admin(settings, int(timeout_s * 1000))
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            [described] = await admin.describe_topics([topic])
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise explain_unavailable(settings, exc) from None
+    finally:
+        await admin.close()
+    if described["error_code"] != 0:
+        return []
+    return sorted(int(p["partition"]) for p in described["partitions"])
