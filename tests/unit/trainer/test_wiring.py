@@ -52,6 +52,14 @@ def test_a_bad_spec_names_the_file_and_the_field(tmp_path: Path, patch: str, mes
     assert "m.yaml" in str(err.value) and message in str(err.value)
 
 
+def test_a_spec_with_a_duplicate_key_is_refused_not_silently_overridden(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "name: m1\ndataset: credit\ngate: {min_primary: 0.9}\ngate: {min_primary: 0.1}\n"
+    )
+    with pytest.raises(ModelSpecError, match=r"m.yaml: line 4: key 'gate' appears more than once"):
+        load_model_specs(tmp_path, SCHEMAS)
+
+
 def test_events_become_triggers_for_the_models_they_concern() -> None:
     specs = load_model_specs(REPO_ROOT / "deploy" / "models", SCHEMAS).values()
     version = pb.DatasetVersion(
