@@ -38,7 +38,10 @@ def publish_sample(
         raise typer.BadParameter(f"no sample generator for {dataset!r} (only 'credit')")
     from services.ingest.samples import credit_sample
 
+    from services.common.kafka import check_kafka
+
     settings = load_settings()
+    asyncio.run(check_kafka(settings))  # an unreachable broker: one line, before any progress
     before = _sealed_rows(settings, dataset)
     sample = credit_sample(events, seed=seed, shift=shift)
     with _progress() as progress:

@@ -84,9 +84,17 @@ async def _run(
     reason: str,
 ) -> RunResult:
     from services.common.kafka import check_kafka, create_producer
+    from services.ingest.schema import load_schemas
     from services.trainer.app import build_trainer, threadsafe_emitter
+    from services.trainer.specs import ModelSpecError, load_model_specs
     from services.trainer.training import TrainRequest, default_actor
 
+    specs = load_model_specs(config.models_dir, load_schemas(config.schemas_dir))
+    if model not in specs:  # bad input is reported before any dependency is tried
+        raise ModelSpecError(
+            f"no model spec {model!r} in {config.models_dir} "
+            f"(declared: {', '.join(sorted(specs)) or 'none'})"
+        )
     await check_kafka(settings)
     loop = asyncio.get_running_loop()
     async with create_producer(settings) as producer:
@@ -97,11 +105,6 @@ async def _run(
                 threadsafe_emitter(producer, settings.topics.models_events, loop),
                 progress=lambda msg: status.update(msg),
             )
-            if model not in trainer.specs:
-                raise typer.BadParameter(
-                    f"no model spec {model!r} in {config.models_dir} "
-                    f"(declared: {', '.join(sorted(trainer.specs)) or 'none'})"
-                )
             request = TrainRequest(
                 model=model,
                 reason="manual",

@@ -7,8 +7,10 @@ and what to do, instead of a traceback from deep inside the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -55,15 +57,29 @@ def _admin(settings: Settings, request_timeout_ms: int | None = None) -> AIOKafk
     )
 
 
+@contextlib.contextmanager
+def _client_quiet() -> Iterator[None]:
+    """aiokafka logs its own "Unable connect to …" error before raising; the caller turns
+    that failure into one KafkaUnavailableError, so the client's line would only repeat it."""
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_log.setLevel(level)
+
+
 async def check_kafka(settings: Settings, timeout_s: float = 10.0) -> KafkaClusterInfo:
     """A real metadata request; raises KafkaUnavailableError with what to do."""
     admin = _admin(settings, int(timeout_s * 1000))
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout_s):
-            await admin.start()
-            cluster = await admin.describe_cluster()
-            topics = await admin.list_topics()
+        with _client_quiet():
+            async with asyncio.timeout(timeout_s):
+                await admin.start()
+                cluster = await admin.describe_cluster()
+                topics = await admin.list_topics()
     except (KafkaError, OSError, TimeoutError) as exc:
         raise explain_unavailable(settings, exc) from None
     finally:

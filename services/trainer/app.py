@@ -219,6 +219,7 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
     """Run until SIGTERM/SIGINT; fails fast when Kafka, Redis or a spec is not right."""
     from services.common.ray_runtime import ensure_ray, shutdown_ray
 
+    load_model_specs(config.models_dir, load_schemas(config.schemas_dir))  # bad input first
     await check_kafka(settings)
     await asyncio.to_thread(check_redis, settings)
     loop = asyncio.get_running_loop()
