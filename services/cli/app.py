@@ -51,16 +51,11 @@ def _root(
 
 def _known() -> tuple[Types, Types]:
     """The services' own failure types (imported only once something failed)."""
-    from services.ingest.catalog import CatalogError
-    from services.ingest.schema import SchemaError
-    from services.ingest.versioning import ManifestError
     from services.stack.errors import StackError
     from services.trainer.data import TrainingDataError
     from services.trainer.specs import ModelSpecError
 
-    bad_input: Types = (ModelSpecError, SchemaError, CatalogError, ManifestError)
-    bad_input += (TrainingDataError,)
-    return bad_input, (StackError,)
+    return (ModelSpecError, TrainingDataError), (StackError,)
 
 
 def main() -> None:

@@ -36,9 +36,8 @@ def publish_sample(
     """Publish labelled sample events to data.events (ingest validates and seals them)."""
     if dataset != "credit":
         raise typer.BadParameter(f"no sample generator for {dataset!r} (only 'credit')")
-    from services.ingest.samples import credit_sample
-
     from services.common.kafka import check_kafka
+    from services.ingest.samples import credit_sample
 
     settings = load_settings()
     asyncio.run(check_kafka(settings))  # an unreachable broker: one line, before any progress
@@ -75,9 +74,9 @@ def _progress() -> Progress:
 
 def _sealed_rows(settings: Settings, dataset: str) -> int:
     from services.common.artifacts import ArtifactStore
-    from services.ingest.storage import VersionStorage
+    from services.common.datasets.store import VersionStore
 
-    storage = VersionStorage(ArtifactStore.from_settings(settings))
+    storage = VersionStore(ArtifactStore.from_settings(settings))
     return sum(m.row_count for m in storage.manifests(dataset))
 
 

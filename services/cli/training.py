@@ -83,8 +83,8 @@ async def _run(
     versions: list[str] | None,
     reason: str,
 ) -> RunResult:
+    from services.common.datasets.schema import load_schemas
     from services.common.kafka import check_kafka, create_producer
-    from services.ingest.schema import load_schemas
     from services.trainer.app import build_trainer, threadsafe_emitter
     from services.trainer.specs import ModelSpecError, load_model_specs
     from services.trainer.training import TrainRequest, default_actor

@@ -47,15 +47,24 @@ def debug_enabled() -> bool:
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
     from services.common.artifacts import InvalidArtifactPathError
+    from services.common.datasets.catalog import CatalogError
+    from services.common.datasets.manifest import ManifestError as DatasetManifestError
+    from services.common.datasets.schema import SchemaError
     from services.common.registry.aliases import StaleFenceError
     from services.common.registry.formats import UnsupportedFormatError
-    from services.common.registry.manifest import InvalidNameError
+    from services.common.registry.manifest import InvalidNameError, ManifestError
     from services.common.registry.promotion import PromotionRefusedError
     from services.common.registry.registry import ModelNotFoundError
     from services.common.settings import SettingsError
+    from services.common.yaml_files import DuplicateKeyError
 
     return (
         SettingsError,
+        SchemaError,
+        CatalogError,
+        DatasetManifestError,
+        ManifestError,
+        DuplicateKeyError,
         InvalidNameError,
         ModelNotFoundError,
         PromotionRefusedError,

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from services.common.datasets.schema import DatasetSchema
 from services.common.registry import FeatureSpec
-from services.ingest.schema import DatasetSchema
 
 __all__ = ["EncodedFeature", "EncodingError", "FeatureEncoder"]
 

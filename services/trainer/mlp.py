@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import JsonValue
 
 from services.common.registry import save_torch
-from services.trainer.models import param_float, param_int
+from services.trainer.params import param_float, param_int
 
 if TYPE_CHECKING:
     import torch

@@ -12,13 +12,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from services.common.datasets.schema import DatasetSchema
 from services.common.registry import (
     CategoricalProfile,
     Histogram,
     NumericProfile,
     ReferenceProfile,
 )
-from services.ingest.schema import DatasetSchema
 from services.trainer.encoding import FeatureEncoder
 from services.trainer.models import Task
 

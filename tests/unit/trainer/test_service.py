@@ -8,9 +8,9 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.common.datasets.schema import load_schemas
 from services.common.protogen import REPO_ROOT
 from services.common.settings import load_settings
-from services.ingest.schema import load_schemas
 from services.trainer.app import TrainerService
 from services.trainer.config import TrainerSettings
 from services.trainer.policy import ModelState, Trigger

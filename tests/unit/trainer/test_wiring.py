@@ -9,6 +9,7 @@ import pytest
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactStore
+from services.common.datasets.schema import load_schemas
 from services.common.protogen import REPO_ROOT
 from services.common.registry import (
     AliasChange,
@@ -17,7 +18,6 @@ from services.common.registry import (
     StaleFenceError,
     rollback_target,
 )
-from services.ingest.schema import load_schemas
 from services.trainer.specs import ModelSpecError, load_model_specs
 from services.trainer.triggers import triggers_for
 
