@@ -33,6 +33,14 @@ def train(
         list[str] | None,
         typer.Option("--version-id", help="train on exactly these dataset versions"),
     ] = None,
+    allow_suspect: Annotated[
+        bool,
+        typer.Option(
+            "--allow-suspect",
+            help="with --version-id: train even on versions ingest flagged as a broken feed",
+            show_default=False,
+        ),
+    ] = False,
     reason: Annotated[str, typer.Option(help="why (recorded in the ModelEvents)")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
@@ -40,7 +48,7 @@ def train(
     from services.trainer.config import TrainerSettings
 
     settings = load_settings()
-    result = asyncio.run(_run(settings, TrainerSettings(), model, versions, reason))
+    result = asyncio.run(_run(settings, TrainerSettings(), model, versions, reason, allow_suspect))
     report = result.report
     if as_json:
         out.print_json(
@@ -82,6 +90,7 @@ async def _run(
     model: str,
     versions: list[str] | None,
     reason: str,
+    allow_suspect: bool = False,
 ) -> RunResult:
     from services.common.datasets.schema import load_schemas
     from services.common.kafka import check_kafka, create_producer
@@ -95,6 +104,8 @@ async def _run(
             f"no model spec {model!r} in {config.models_dir} "
             f"(declared: {', '.join(sorted(specs)) or 'none'})"
         )
+    if versions:  # suspect versions are refused (or warned about) before anything starts
+        _check_versions(settings, specs[model].dataset, versions, allow_suspect)
     await check_kafka(settings)
     loop = asyncio.get_running_loop()
     async with create_producer(settings) as producer:
@@ -111,5 +122,25 @@ async def _run(
                 detail=reason or "driftloop train",
                 actor=default_actor(),
                 version_ids=tuple(versions) if versions else None,
+                allow_suspect=allow_suspect,
             )
             return await asyncio.to_thread(trainer.run, request)
+
+
+def _check_versions(
+    settings: Settings, dataset: str, versions: list[str], allow_suspect: bool
+) -> None:
+    from services.common.artifacts import ArtifactStore
+    from services.common.datasets.store import VersionStore
+    from services.trainer.data import explicit_versions
+
+    available = VersionStore(ArtifactStore.from_settings(settings)).manifests(dataset)
+    known = {m.version_id for m in available}  # a missing one fails the run (an event)
+    named = [v for v in versions if v in known]
+    for m in explicit_versions(available, dataset, named, allow_suspect):
+        if m.status == "suspect":
+            err.print(
+                f"[bold yellow]warning:[/bold yellow] training on suspect version "
+                f"{m.version_id} of {dataset!r} ({', '.join(m.status_reasons)})",
+                highlight=False,
+            )

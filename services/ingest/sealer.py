@@ -40,11 +40,10 @@ class Sealer:
         producer: ProtobufProducer,
         schemas: Mapping[str, DatasetSchema],
         versions_topic: str,
-        thresholds: tuple[float, float],
         clock_ms: Callable[[], int],
     ) -> None:
         self._storage, self._producer, self._schemas = storage, producer, schemas
-        self._topic, self._thresholds, self._clock_ms = versions_topic, thresholds, clock_ms
+        self._topic, self._clock_ms = versions_topic, clock_ms
         self.in_flight: dict[str, tuple[PendingRows, asyncio.Task[StoredVersion]]] = {}
 
     def start(
@@ -74,7 +73,6 @@ class Sealer:
             pa.concat_tables(rows.tables),
             parent=parent,
             source_offsets=rows.tracker.ranges(),
-            thresholds=self._thresholds,
             created_at_ms=self._clock_ms(),
             reference=reference,
         )

@@ -31,7 +31,8 @@ from services.common.datasets.manifest import (
     build_manifest,
     version_paths,
 )
-from services.common.datasets.profile import assess_against_reference, profile_table
+from services.common.datasets.profile import profile_table
+from services.common.datasets.quality import QualityConfig, assess_quality
 from services.common.datasets.schema import DatasetSchema
 from services.common.datasets.store import VersionStore
 from services.ingest.sealing import SealedWatermarks
@@ -50,9 +51,8 @@ __all__ = [
     "seal_version",
 ]
 
-# A version is the reference profile of later seals only with this many rows (a small one,
-# sealed by age, would make PSI and null rates of the next one noise); without any, the
-# parent is.
+# A version is the reference profile of later seals only when it is ok and has this many
+# rows (a small one, sealed by age, would make PSI and null rates of the next one noise).
 REFERENCE_MIN_ROWS = 1_000
 
 
@@ -113,22 +113,20 @@ def seal_version(
     *,
     parent: VersionManifest | None,
     source_offsets: Sequence[OffsetRange],
-    thresholds: tuple[float, float],
     created_at_ms: int,
     reference: VersionManifest | None = None,
+    quality: QualityConfig | None = None,
 ) -> StoredVersion:
-    """Profile `table`, assess it against the reference profile (PSI and null-rate
-    thresholds), build its manifest and store it. CPU-bound: run it off the event loop.
-    The reference is `reference`, else the parent: the pipeline passes the newest version
-    with enough rows to profile (`SealedState.references`), so a small version sealed by
-    age does not become the yardstick of the next one.
+    """Profile `table`, judge it against the reference version for signs of a broken feed
+    and measure its shift (services/common/datasets/quality.py, with the dataset's
+    `quality:` thresholds unless `quality` is given), build its manifest and store it.
+    CPU-bound: run it off the event loop. The reference is the newest ok version with
+    enough rows (`SealedState.references`); none for the first versions.
 
     The rows are sorted by event id once, for both the data file and the content hash,
     and the Parquet encoding (Arrow's, outside the GIL) runs on a second thread while
     this one profiles and hashes."""
-    psi_threshold, null_rate_jump = thresholds
-    baseline = reference or parent
-    profile = baseline.profile() if baseline else None
+    profile = reference.profile() if reference else None
     table = by_event_id(table)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet") as pool:
         data = pool.submit(_parquet, table)  # sorted just above
@@ -137,9 +135,10 @@ def seal_version(
             table,
             parent_version_id=parent.version_id if parent else None,
             profile=profile_table(table),
-            assessment=assess_against_reference(profile, table, psi_threshold, null_rate_jump),
+            assessment=assess_quality(profile, table, quality or schema.quality),
             source_offsets=source_offsets,
             created_at_ms=created_at_ms,
+            reference_version_id=reference.version_id if reference else None,
         )
         return storage.write(manifest, table, data)
 
@@ -166,19 +165,24 @@ def head_versions(manifests: Sequence[VersionManifest]) -> dict[str, VersionMani
 def reference_versions(
     manifests: Sequence[VersionManifest], min_rows: int = REFERENCE_MIN_ROWS
 ) -> dict[str, VersionManifest]:
-    """Per dataset the newest version on its head's chain with at least `min_rows` rows:
-    the reference profile of the next seal (whatever its status, so that after a real
-    shift the following versions are compared with the shifted data, not flagged
-    forever). Datasets with no such version have none (the parent is used)."""
+    """Per dataset the newest *ok* version on its head's chain with at least `min_rows`
+    rows: the reference of the next seal. A suspect version (a broken feed) never becomes
+    the yardstick, so the batches after it are still judged against good data; a shifted
+    but ok one does, so the shift is measured from where the data now is. Datasets with
+    no such version have none."""
     by_id = {m.version_id: m for m in manifests}
     references = {}
     for name, manifest in head_versions(manifests).items():
         current: VersionManifest | None = manifest
-        while current is not None and current.row_count < min_rows:
+        while current is not None and not _is_reference(current, min_rows):
             current = by_id.get(current.parent_version_id or "")
         if current is not None:
             references[name] = current
     return references
+
+
+def _is_reference(manifest: VersionManifest, min_rows: int = REFERENCE_MIN_ROWS) -> bool:
+    return manifest.status == "ok" and manifest.row_count >= min_rows
 
 
 def known_categories(manifests: Iterable[VersionManifest]) -> dict[str, dict[str, set[str]]]:
@@ -223,7 +227,7 @@ class SealedState:
         (the same as its own unless it was already stored by an earlier seal)."""
         ranges = [*manifest.source_offsets, *rows]
         self.heads[manifest.dataset] = manifest
-        if manifest.row_count >= REFERENCE_MIN_ROWS:
+        if _is_reference(manifest):
             self.references[manifest.dataset] = manifest
         self.watermarks.update(manifest.dataset, ranges)
         self._raise_ceiling(ranges)
