@@ -75,7 +75,7 @@ def test_a_shift_alone_is_recorded_but_not_suspect() -> None:
             _batch(
                 1, age=np.r_[np.full(300, 1e6), np.random.default_rng(2).normal(40, 10, N - 300)]
             ),
-            "out_of_range(age)=0.06",
+            "out_of_range(age)=0.06>0.02",
         ),
         (_batch(1, region=[f"r{i % 40}" for i in range(N)]), "new_categories(region)=40>5"),
     ],
