@@ -3,8 +3,9 @@
 20,000 events, about 5% of them bad in every way validation knows, go through
 `python -m services.ingest`; then a batch whose income distribution has shifted (the world
 moved: sealed ok, its shift recorded), then a batch from a broken feed (every income the
-same: sealed suspect). Every record must end up exactly once: as one row of one sealed version, or as one record on
-the dead-letter topic with its original bytes and the right reason code.
+same: sealed suspect). Every record must end up exactly once: as one row of one sealed
+version, or as one record on the dead-letter topic with its original bytes and the right
+reason code.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from services.common.feature_store import OnlineFeatureStore, feature_columns, l
 from services.common.kafka import create_consumer
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings
-from services.ingest.storage import VersionWriter
+from services.ingest.seal.version import VersionWriter
 from tests.integration.ingest.events_gen import (
     BAD_KINDS,
     IngestProcess,
