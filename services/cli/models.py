@@ -43,6 +43,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
+        metavar="NAME",
         help="model name (default: the only registered one)",
         show_default=False,
     ),
@@ -50,7 +51,9 @@ ModelOpt = Annotated[
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="print JSON instead of tables", show_default=False)
 ]
-ReasonOpt = Annotated[str, typer.Option("--reason", help="why (kept in the alias history)")]
+ReasonOpt = Annotated[
+    str, typer.Option("--reason", metavar="TEXT", help="why (kept in the alias history)")
+]
 ForceOpt = Annotated[
     bool,
     typer.Option(
@@ -162,7 +165,9 @@ def _param_text(value: Any) -> str:
 
 @app.command("show")
 def show(
-    version: Annotated[str, typer.Argument(help="a version number, an alias, or latest")],
+    version: Annotated[
+        str, typer.Argument(metavar="VERSION", help="a version number, an alias, or latest")
+    ],
     model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -230,7 +235,8 @@ def show(
 @app.command("history")
 def history(
     alias: Annotated[
-        str | None, typer.Argument(help="only this alias (default: every alias)")
+        str | None,
+        typer.Argument(metavar="ALIAS", help="only this alias (default: every alias)"),
     ] = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,
@@ -310,7 +316,10 @@ def _announce(registry: ModelRegistry, name: str, move: AliasMove, kind: int, ve
 
 @app.command("promote")
 def promote(
-    version: Annotated[str, typer.Argument(help="a version number or an alias, e.g. challenger")],
+    version: Annotated[
+        str,
+        typer.Argument(metavar="VERSION", help="a version number or an alias, e.g. challenger"),
+    ],
     model: ModelOpt = None,
     reason: ReasonOpt = "manual promotion",
     force: ForceOpt = False,

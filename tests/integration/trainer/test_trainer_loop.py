@@ -9,6 +9,7 @@ import asyncio
 import json
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -198,19 +199,43 @@ async def test_two_trainers_at_once_train_the_model_once(
 ) -> None:
     settings, env, tmp = sealed_credit
     cli = ["-m", "services.cli", "train", "credit-loop", "--json"]
-    runs = [ServiceProcess(cli, env, tmp / f"train-{i}.log").start() for i in range(2)]
+    # A Ray session root of each run's own, to find any Ray process it leaves behind.
+    roots = [f"/tmp/dl-ray-orphans-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    runs = [
+        ServiceProcess(cli, {**env, "DRIFTLOOP_RAY_TMPDIR": root}, tmp / f"train-{i}.log").start()
+        for i, root in enumerate(roots)
+    ]
     try:
-        codes = sorted(r.wait(timeout_s=300) for r in runs)
+        codes = [r.wait(timeout_s=300) for r in runs]
     finally:
         for r in runs:
             r.stop()
     logs = "\n---\n".join(r.log_tail() for r in runs)
-    assert codes[0] in (0, 3) and codes[1] == 2, f"exit codes {codes}\n{logs}"
+    assert sorted(codes)[0] in (0, 3) and sorted(codes)[1] == 2, f"exit codes {codes}\n{logs}"
+    # The run that trained showed its phases, and left no Ray process running.
+    trained = runs[codes.index(sorted(codes)[0])]
+    terminal = trained.log_path.read_text()
+    for phase in ("loading dataset versions", "training xgboost on Ray", "registering"):
+        assert f"✓ {phase}" in terminal, terminal
+    assert not _processes_mentioning(*roots), _processes_mentioning(*roots)
     events = await model_events(settings)
     assert len(_of(events, pb.MODEL_EVENT_TYPE_TRAINING_STARTED)) == 1
     [skipped] = _of(events, pb.MODEL_EVENT_TYPE_TRAINING_SKIPPED)
     assert skipped.reason.startswith("skipped:in_flight")
     assert ModelRegistry(ArtifactStore(settings.artifact_root)).versions("credit-loop") == [1]
+
+
+def _processes_mentioning(*needles: str) -> list[str]:
+    """Command lines of live processes that mention any of `needles`."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            cmdline = entry.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(n in cmdline for n in needles):
+            found.append(f"{entry.parent.name}: {cmdline[:200]}")
+    return found
 
 
 async def test_sigkill_during_training_leaves_every_alias_loadable(
