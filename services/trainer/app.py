@@ -305,7 +305,14 @@ async def _consume(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.trainer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m services.trainer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="health: http://127.0.0.1:8082/healthz, /readyz and /v1/models (each model's "
+        "policy state); DRIFTLOOP_TRAINER_HEALTH_HOST / _PORT move them. Settings: "
+        "DRIFTLOOP_TRAINER_* (services/trainer/config.py).",
+    )
     parser.parse_args(argv)
     name = os.environ.get("DRIFTLOOP_SERVICE_NAME", "driftloop-trainer")
     settings = load_settings(service_name=name)
