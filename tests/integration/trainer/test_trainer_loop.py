@@ -105,7 +105,9 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
     ).start()
     trainer = ServiceProcess(["-m", "services.trainer"], env, tmp_path / "trainer.log").start()
     try:
-        await publish(settings, settings.topics.data_events, labelled_stream(7000, seed=1))
+        # 2,000-row versions: the second reaches min_new_rows (3,000) and trains; the last
+        # (1,000 rows, sealed by age) is too few for another run.
+        await publish(settings, settings.topics.data_events, labelled_stream(5000, seed=1))
         events = await _until(
             settings,
             lambda ev: any(
@@ -178,6 +180,31 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
         aliases = registry.aliases("credit-loop")
         assert aliases["champion"] == 1, "a challenger never replaces the champion by itself"
         assert aliases.get("challenger") == (2 if report["passed"] else None)
+
+        # The README's drift example: shifted data is sealed ok with its shift recorded
+        # (the world moved; the feed is not broken), and its rows trigger a retrain.
+        storage = VersionStore(registry.store)
+        before = {m.version_id for m in storage.manifests("credit")}
+        await publish(
+            settings, settings.topics.data_events, labelled_stream(3000, seed=9, shift=0.5)
+        )
+        events = await _until(
+            settings,
+            lambda ev: any(e.type in gate_kinds and e.version == "3" for e in ev),
+            240,
+            ingest,
+            trainer,
+        )
+        shifted = [m for m in storage.manifests("credit") if m.version_id not in before]
+        assert shifted and all(m.status == "ok" for m in shifted), [
+            m.status_reasons for m in shifted
+        ]
+        big = [m for m in shifted if m.row_count >= 1000]
+        assert big and all(m.shift["debt_to_income"] > 0.2 for m in big), [m.shift for m in big]
+        retrain = _of(events, pb.MODEL_EVENT_TYPE_TRAINING_STARTED)[-1]
+        assert retrain.attributes["trigger"] == "new_rows", retrain.reason
+        trained_on = registry.manifest("credit-loop", 3).training_datasets
+        assert {m.version_id for m in shifted} <= set(trained_on)
     finally:
         trainer.stop()
         ingest.stop()
