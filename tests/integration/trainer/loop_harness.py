@@ -23,7 +23,6 @@ __all__ = [
 ]
 
 
-
 def labelled_stream(n: int, seed: int, shift: float = 0.0) -> list[Item]:
     return [
         Item(e.entity_key, e.SerializeToString(), e.event_id, None)

@@ -108,7 +108,7 @@ def _refused(stack: Settings, env: dict[str, str], *args: str) -> str:
 async def test_promotion_refuses_a_tampered_artifact_a_failed_gate_and_a_no_op(
     stack: Settings, tmp_path: Path
 ) -> None:
-    settings, env = loop_settings(stack, tmp_path)
+    settings, env = isolated_settings(stack, tmp_path, static_ingest=False)
     await _topics(settings)
     registry = ModelRegistry(ArtifactStore(settings.artifact_root))
     passed = INFO.model_copy(update={"gate_report": PASSED})

@@ -12,13 +12,8 @@ from driftloop.v1 import events_pb2 as pb
 from services.common.kafka import create_producer
 from services.common.settings import Settings
 from services.trainer.events import model_event
-from tests.integration.trainer.loop_harness import (
-    ServiceProcess,
-    get_json,
-    loop_settings,
-    model_events,
-    write_spec,
-)
+from tests.integration.harness import ServiceProcess, isolated_settings
+from tests.integration.trainer.loop_harness import get_json, model_events, write_spec
 from tests.integration.trainer.test_trainer_loop import _topics, _until
 
 
@@ -62,7 +57,7 @@ async def _ready(port: int, proc: ServiceProcess, timeout_s: float = 120) -> Non
 async def test_a_restart_inside_the_cooldown_keeps_the_cooldown_and_the_last_start(
     stack: Settings, tmp_path: Path
 ) -> None:
-    settings, env = loop_settings(stack, tmp_path)
+    settings, env = isolated_settings(stack, tmp_path, static_ingest=False)
     write_spec(tmp_path, "credit-restart", cooldown_s=600)
     await _topics(settings)
     port = int(env["DRIFTLOOP_TRAINER_HEALTH_PORT"])
