@@ -192,8 +192,11 @@ def _merit(
     return state, kind, None, detail
 
 
-def decide(config: PolicyConfig, state: ModelState, trigger: Trigger) -> Decision:
-    """Train on this trigger now, or not and why; raises ValueError for another model's trigger."""
+def decide(
+    config: PolicyConfig, state: ModelState, trigger: Trigger, now_ms: int | None = None
+) -> Decision:
+    """Train on this trigger now, or not and why; raises ValueError for another model's
+    trigger. The cooldown is judged at `now_ms` (default: when the trigger happened)."""
     if trigger.model != state.model:
         raise ValueError(f"trigger for model {trigger.model!r} given the state of {state.model!r}")
     state, reason, skip, detail = _merit(config, state, trigger)
@@ -203,7 +206,7 @@ def decide(config: PolicyConfig, state: ModelState, trigger: Trigger) -> Decisio
         detail = f"a training of {state.model} is in flight (retried when it ends); {detail}"
         held = state.model_copy(update={"deferred": trigger})
         return Decision(train=False, reason="skipped:in_flight", detail=detail, state=held)
-    left_s = _cooldown_left_s(config, state, trigger.at_ms)
+    left_s = _cooldown_left_s(config, state, trigger.at_ms if now_ms is None else now_ms)
     bypass = trigger.kind == "manual" and config.manual_bypasses_cooldown
     if left_s > 0 and not bypass:
         detail = (
@@ -221,9 +224,7 @@ def due(config: PolicyConfig, state: ModelState, now_ms: int) -> Decision | None
     trigger = state.deferred
     if trigger is None or state.in_flight or _cooldown_left_s(config, state, now_ms) > 0:
         return None
-    decision = decide(
-        config,
-        state.model_copy(update={"deferred": None}),
-        trigger.model_copy(update={"at_ms": max(trigger.at_ms, now_ms)}),
-    )
+    # The trigger keeps its own time (a version created before the last start stays
+    # counted as such); only the cooldown is judged now.
+    decision = decide(config, state.model_copy(update={"deferred": None}), trigger, now_ms)
     return decision.model_copy(update={"detail": f"deferred, now retried: {decision.detail}"})

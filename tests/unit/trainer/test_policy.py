@@ -339,3 +339,15 @@ def test_nothing_deferred_nothing_due_and_a_start_clears_what_was_deferred() -> 
     held = decide(CONFIG, _trained_at(T0), _version("v3", 20_000, at_ms=T0 + 1))
     assert held.state.deferred is not None
     assert started(held.state, T0 + COOLDOWN_MS).deferred is None
+
+
+def test_a_retry_does_not_recount_a_version_that_predates_the_run_it_waited_for() -> None:
+    """Replayed announcements of versions the run in flight already reads are not
+    deferred (they add no rows), so the run's end does not start a second one."""
+    running = started(FRESH, T0)
+    replay = decide(CONFIG, running, _version("old", 20_000, at_ms=T0 - 1))
+    assert replay.reason == "skipped:not_enough_rows" and replay.state.deferred is None
+    fresh = decide(CONFIG, running, _version("new", 20_000, at_ms=T0 + 1))
+    assert fresh.reason == "skipped:in_flight" and fresh.state.deferred is not None
+    retried = due(PolicyConfig(cooldown_s=0), finished(fresh.state), T0 + 5)
+    assert retried is not None and retried.train and retried.state.rows_since_last == 20_000
