@@ -103,9 +103,19 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
     ).start()
     trainer = ServiceProcess(["-m", "services.trainer"], env, tmp_path / "trainer.log").start()
     try:
-        # 2,000-row versions: the second reaches min_new_rows (3,000) and trains; the last
-        # (1,000 rows, sealed by age) is too few for another run.
-        await publish(settings, settings.topics.data_events, labelled_stream(5000, seed=1))
+        # 2,000 rows are too few (min_new_rows 3,000); 3,000 more train.
+        await publish(settings, settings.topics.data_events, labelled_stream(2000, seed=1))
+        await _until(
+            settings,
+            lambda ev: any(
+                e.reason.startswith("skipped:not_enough_rows")
+                for e in _of(ev, pb.MODEL_EVENT_TYPE_TRAINING_SKIPPED)
+            ),
+            120,
+            ingest,
+            trainer,
+        )
+        await publish(settings, settings.topics.data_events, labelled_stream(3000, seed=11))
         events = await _until(
             settings,
             lambda ev: any(
