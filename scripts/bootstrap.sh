@@ -83,6 +83,8 @@ for tool in kcat openssl chromium; do
 done
 
 # 4. the Kafka broker jars (Maven Central, into the cache)
-driftloop stack fetch
+driftloop stack fetch >/dev/null
 
+# scripts/venv takes its fast path (no bootstrap at all) from now on for this lock
+touch "$venv/.ready"
 echo "$venv" >&3

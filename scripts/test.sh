@@ -5,6 +5,7 @@
 # launcher. Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -x`.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here/.."  # the paths below are the repository's
 exec "$here/venv" bash -c '
   set -euo pipefail
   echo "[test] ruff check"; ruff check services tests bench

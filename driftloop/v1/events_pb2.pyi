@@ -178,7 +178,14 @@ class OffsetRange(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., first_offset: _Optional[int] = ..., last_offset: _Optional[int] = ...) -> None: ...
 
 class DatasetVersion(_message.Message):
-    __slots__ = ("dataset", "version_id", "parent_version_id", "row_count", "schema_hash", "features", "storage_uri", "manifest_uri", "source_offsets", "status", "status_reasons", "min_event_time_ms", "max_event_time_ms", "created_at_ms")
+    __slots__ = ("dataset", "version_id", "parent_version_id", "row_count", "schema_hash", "features", "storage_uri", "manifest_uri", "source_offsets", "status", "status_reasons", "min_event_time_ms", "max_event_time_ms", "created_at_ms", "reference_version_id", "shift")
+    class ShiftEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     DATASET_FIELD_NUMBER: _ClassVar[int]
     VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +200,8 @@ class DatasetVersion(_message.Message):
     MIN_EVENT_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_EVENT_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     version_id: str
     parent_version_id: str
@@ -207,7 +216,9 @@ class DatasetVersion(_message.Message):
     min_event_time_ms: int
     max_event_time_ms: int
     created_at_ms: int
-    def __init__(self, dataset: _Optional[str] = ..., version_id: _Optional[str] = ..., parent_version_id: _Optional[str] = ..., row_count: _Optional[int] = ..., schema_hash: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureStats, _Mapping]]] = ..., storage_uri: _Optional[str] = ..., manifest_uri: _Optional[str] = ..., source_offsets: _Optional[_Iterable[_Union[OffsetRange, _Mapping]]] = ..., status: _Optional[str] = ..., status_reasons: _Optional[_Iterable[str]] = ..., min_event_time_ms: _Optional[int] = ..., max_event_time_ms: _Optional[int] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+    reference_version_id: str
+    shift: _containers.ScalarMap[str, float]
+    def __init__(self, dataset: _Optional[str] = ..., version_id: _Optional[str] = ..., parent_version_id: _Optional[str] = ..., row_count: _Optional[int] = ..., schema_hash: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureStats, _Mapping]]] = ..., storage_uri: _Optional[str] = ..., manifest_uri: _Optional[str] = ..., source_offsets: _Optional[_Iterable[_Union[OffsetRange, _Mapping]]] = ..., status: _Optional[str] = ..., status_reasons: _Optional[_Iterable[str]] = ..., min_event_time_ms: _Optional[int] = ..., max_event_time_ms: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., reference_version_id: _Optional[str] = ..., shift: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class LabelEvent(_message.Message):
     __slots__ = ("label_id", "request_id", "entity_key", "model", "outcome", "event_time_ms")

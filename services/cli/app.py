@@ -1,12 +1,17 @@
-"""`driftloop`: the root command. Known failures print one clear line, never a traceback."""
+"""`driftloop`: the root command. Known failures print one clear line, never a traceback.
+
+Every command raises its failures; `main` turns the known ones into `error: …` on stderr
+with exit 2 (bad input) or 1 (a dependency is unavailable), see services/common/failures.py.
+`--debug` (or DRIFTLOOP_DEBUG=1) shows the traceback too.
+"""
 
 from __future__ import annotations
 
 import logging
-import sys
+import os
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from services.cli import (
     datasets,
@@ -20,11 +25,7 @@ from services.cli import (
     store,
     training,
 )
-from services.common.clickhouse import AnalyticsStoreError
-from services.common.kafka_admin import KafkaUnavailableError
-from services.common.redis_client import RedisUnavailableError
-from services.common.settings import SettingsError
-from services.stack.errors import StackError
+from services.common.failures import DEBUG_ENV, Types, handled
 
 __all__ = ["app", "main"]
 
@@ -34,6 +35,7 @@ app = typer.Typer(
     add_completion=False,
     help="driftloop: event-driven MLOps that closes the continuous-training loop.",
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 app.add_typer(stack.app, name="stack")
 app.add_typer(store.app, name="store")
@@ -46,21 +48,34 @@ app.add_typer(drift.app, name="drift")
 app.command("report")(report.report)
 app.command("train")(training.train)
 
-_err = Console(stderr=True)
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help=f"show the traceback of a failure (or set {DEBUG_ENV}=1)",
+            show_default=False,
+        ),
+    ] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+def _known() -> tuple[Types, Types]:
+    """The services' own failure types (imported only once something failed)."""
+    from services.stack.errors import StackError
+    from services.trainer.data import TrainingDataError
+    from services.trainer.specs import ModelSpecError
+
+    return (ModelSpecError, TrainingDataError), (StackError,)
 
 
 def main() -> None:
     # aiokafka logs every failed connection attempt itself; the CLI says once, in one
     # line, what failed and why (services.common.kafka_admin.diagnose_unavailable).
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    try:
+    with handled(_known):
         app()  # standalone: usage errors and `typer.Exit` become exit codes inside click
-    except (
-        StackError,
-        SettingsError,
-        AnalyticsStoreError,
-        KafkaUnavailableError,
-        RedisUnavailableError,
-    ) as exc:
-        _err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)

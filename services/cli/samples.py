@@ -36,9 +36,11 @@ def publish_sample(
     """Publish labelled sample events to data.events (ingest validates and seals them)."""
     if dataset != "credit":
         raise typer.BadParameter(f"no sample generator for {dataset!r} (only 'credit')")
+    from services.common.kafka import check_kafka
     from services.ingest.samples import credit_sample
 
     settings = load_settings()
+    asyncio.run(check_kafka(settings))  # an unreachable broker: one line, before any progress
     before = _sealed_rows(settings, dataset)
     sample = credit_sample(events, seed=seed, shift=shift)
     with _progress() as progress:

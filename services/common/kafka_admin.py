@@ -7,9 +7,11 @@ and what to do, instead of a traceback from deep inside the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -26,6 +28,7 @@ __all__ = [
     "diagnose_unavailable",
     "ensure_topics",
     "explain_unavailable",
+    "topic_partitions",
 ]
 
 
@@ -114,15 +117,29 @@ def _admin(settings: Settings, request_timeout_ms: int | None = None) -> AIOKafk
     )
 
 
+@contextlib.contextmanager
+def _client_quiet() -> Iterator[None]:
+    """aiokafka logs its own "Unable connect to …" error before raising; the caller turns
+    that failure into one KafkaUnavailableError, so the client's line would only repeat it."""
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_log.setLevel(level)
+
+
 async def check_kafka(settings: Settings, timeout_s: float = 10.0) -> KafkaClusterInfo:
     """A real metadata request; raises KafkaUnavailableError with what to do."""
     admin = _admin(settings, int(timeout_s * 1000))
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout_s):
-            await admin.start()
-            cluster = await admin.describe_cluster()
-            topics = await admin.list_topics()
+        with _client_quiet():
+            async with asyncio.timeout(timeout_s):
+                await admin.start()
+                cluster = await admin.describe_cluster()
+                topics = await admin.list_topics()
     except (KafkaError, OSError, TimeoutError) as exc:
         raise await diagnose_unavailable(settings, exc) from None
     finally:
@@ -186,3 +203,20 @@ async def ensure_topics(
         raise await diagnose_unavailable(settings, exc) from None
     finally:
         await admin.close()
+
+
+async def topic_partitions(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[int]:
+    """The partition ids of `topic` (empty when it does not exist), from a real metadata
+    request: a consumer's `partitions_for_topic` answers None until it has metadata."""
+    admin = _admin(settings, int(timeout_s * 1000))
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            [described] = await admin.describe_topics([topic])
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise explain_unavailable(settings, exc) from None
+    finally:
+        await admin.close()
+    if described["error_code"] != 0:
+        return []
+    return sorted(int(p["partition"]) for p in described["partitions"])

@@ -16,6 +16,7 @@ that already has the code installed (the extra path is then harmless).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -111,11 +112,76 @@ def ray_address() -> str:
     return str(ray.get_runtime_context().gcs_address)
 
 
-def shutdown_ray() -> None:
-    """Disconnect (and stop a local instance this process started). Safe to call twice."""
+def shutdown_ray(grace_s: float = 10.0) -> None:
+    """Disconnect (and stop a local instance this process started). Safe to call twice.
+
+    `ray.shutdown()` stops the GCS and the raylet, but the raylet's own children (the
+    dashboard and runtime-env agents, idle workers) can outlive it as orphans. So the
+    processes this one started are noted first, and whatever of them is still alive after
+    the shutdown is sent SIGTERM, then SIGKILL after `grace_s`: no Ray process is left
+    behind by a CLI command or a service that stopped.
+    """
     if "ray" not in sys.modules:
         return
     import ray
 
     if ray.is_initialized():
+        started = {pid for pid in _descendants(os.getpid()) if _is_ray_process(pid)}
         ray.shutdown()
+        _stop_all(started, grace_s)
+
+
+def _descendants(root: int) -> set[int]:
+    """Every live process below `root`, from /proc (Linux; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = entry.read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _is_ray_process(pid: int) -> bool:
+    """Ray's own processes: raylet, GCS, agents (their code is under .../ray/), workers."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(
+        arg.startswith(b"ray::") or b"/ray/" in arg or arg.endswith((b"raylet", b"gcs_server"))
+        for arg in argv
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"  # a zombie has exited
+
+
+def _stop_all(pids: set[int], grace_s: float) -> None:
+    import signal
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = {p for p in pids if _alive(p)}
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(_alive(p) for p in left):
+            time.sleep(0.05)

@@ -27,9 +27,7 @@ class IngestSettings(BaseSettings):
     # seal a dataset's pending rows by size or by age (received time of the oldest row)
     seal_max_rows: int = Field(default=50_000, ge=1)
     seal_max_age_ms: int = Field(default=30_000, ge=1)
-    # statistical validation against the previous accepted version
-    psi_threshold: float = Field(default=0.2, gt=0)
-    null_rate_jump: float = Field(default=0.1, gt=0)
+    # the broken-feed check's thresholds are per dataset: the `quality:` block of its YAML
     # dedup fast path in Redis (correctness never depends on it)
     dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     # HTTP API

@@ -119,7 +119,6 @@ class IngestPipeline:
             producer=producer,
             schemas=schemas,
             versions_topic=topics.datasets_versions,
-            thresholds=(ingest.psi_threshold, ingest.null_rate_jump),
             clock_ms=clock_ms,
         )
         self._lock = asyncio.Lock()

@@ -30,4 +30,6 @@ class StackConfig(BaseSettings):
     kafka_version: str = "4.0.2"
     ready_timeout_s: float = Field(default=90.0, gt=0)
     stop_timeout_s: float = Field(default=20.0, gt=0)
+    # how long `up`/`down` wait for another `up`/`down` on the same home to finish
+    lock_timeout_s: float = Field(default=300.0, ge=0)
     cache_dir: Path = Field(default_factory=default_cache_dir)

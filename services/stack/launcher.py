@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from rich.console import Console
 
 from services.common.kafka_admin import KafkaUnavailableError, check_kafka, ensure_topics
@@ -73,6 +76,29 @@ def _running(state: StackState | None) -> bool:
     )
 
 
+@contextmanager
+def _exclusive(home: Path, config: StackConfig, console: Console) -> Iterator[None]:
+    """One `up` or `down` per home at a time: checking whether a stack runs and starting
+    one must not interleave with another `up` (two stacks, the last state write wins)."""
+    home.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(home / "stack.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        console.print(f"[yellow]waiting for another `driftloop stack` command in {home}[/yellow]")
+        try:
+            lock.acquire(timeout=config.lock_timeout_s)
+        except Timeout:
+            raise StackError(
+                f"another `driftloop stack up/down` has held {home / 'stack.lock'} for "
+                f"{config.lock_timeout_s:g} s; wait for it or stop it"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def up(
     home: Path,
     config: StackConfig,
@@ -84,7 +110,13 @@ def up(
     """Start every part, wait until each is ready, record them in the state file.
     `secure`: Kafka listens on SASL_SSL only (SCRAM users, generated certificates;
     `kafka_secure`)."""
-    home.mkdir(parents=True, exist_ok=True)
+    with _exclusive(home, config, console):
+        return _up(home, config, console, partitions, secure)
+
+
+def _up(
+    home: Path, config: StackConfig, console: Console, partitions: int | None, secure: bool
+) -> Settings:
     previous = read_state(home)
     if _running(previous):
         console.print(f"[yellow]the stack in {home} is already running[/yellow]")
@@ -221,6 +253,11 @@ def _stop_parts(state: StackState, timeout_s: float) -> list[str]:
 
 
 def down(home: Path, config: StackConfig, console: Console) -> None:
+    with _exclusive(home, config, console):
+        _down(home, config, console)
+
+
+def _down(home: Path, config: StackConfig, console: Console) -> None:
     state = read_state(home)
     if state is None:
         console.print(f"no stack recorded in {home}: nothing to stop")

@@ -7,6 +7,11 @@ execute one at a time in a worker thread (the loop keeps consuming meanwhile, so
 that arrive mid-run are answered "skipped:in_flight"); across replicas the Redis lease
 makes sure only one trainer trains a model at once. Offsets are committed after each
 batch's decisions are made and published.
+
+A trigger held back by a run in flight or by the cooldown stays deferred in the model's
+state and is re-decided (`policy.due`) when the run ends and on every tick, so rows or a
+drift event that arrived at the wrong moment are trained on as soon as they may be. At
+start the state is rebuilt from `models.events` and the store (services/trainer/state.py).
 """
 
 from __future__ import annotations
@@ -41,7 +46,16 @@ from services.trainer.config import TrainerSettings
 from services.trainer.events import model_event
 from services.trainer.health import health_app
 from services.trainer.lock import TrainingLock
-from services.trainer.policy import ModelState, Trigger, decide, finished, schedule_due, started
+from services.trainer.policy import (
+    Decision,
+    ModelState,
+    Trigger,
+    decide,
+    due,
+    finished,
+    schedule_due,
+    started,
+)
 from services.trainer.specs import ModelSpec, load_model_specs
 from services.trainer.state import initial_states, last_training_starts
 from services.trainer.training import Trainer, TrainRequest
@@ -125,7 +139,18 @@ class TrainerService:
 
     async def handle(self, trigger: Trigger) -> None:
         spec = self.specs[trigger.model]
-        decision = decide(spec.policy, self.states[trigger.model], trigger)
+        await self._act(trigger, decide(spec.policy, self.states[trigger.model], trigger))
+
+    async def retry_deferred(self, now_ms: int | None = None) -> None:
+        """Re-decide every model's deferred trigger that nothing holds back any more."""
+        now = _now_ms() if now_ms is None else now_ms
+        for spec in self.specs.values():
+            state = self.states[spec.name]
+            decision = due(spec.policy, state, now)
+            if decision is not None and state.deferred is not None:
+                await self._act(state.deferred, decision)
+
+    async def _act(self, trigger: Trigger, decision: Decision) -> None:
         self.states[trigger.model] = decision.state
         _log.info(
             "trigger.decided",
@@ -180,9 +205,14 @@ class TrainerService:
             finally:
                 self.states[request.model] = finished(self.states[request.model])
                 self.queue.task_done()
+            try:
+                await self.retry_deferred()
+            except Exception:  # the next tick retries; the worker must keep running
+                _log.exception("trigger.retry_failed", model=request.model)
 
     async def tick(self) -> None:
         now = _now_ms()
+        await self.retry_deferred(now)
         for spec in self.specs.values():
             if schedule_due(spec.policy, self.states[spec.name], now):
                 await self.handle(
@@ -194,6 +224,7 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
     """Run until SIGTERM/SIGINT; fails fast when Kafka, Redis or a spec is not right."""
     from services.common.ray_runtime import ensure_ray, shutdown_ray
 
+    load_model_specs(config.models_dir, load_schemas(config.schemas_dir))  # bad input first
     await check_kafka(settings)
     await asyncio.to_thread(check_redis, settings)
     loop = asyncio.get_running_loop()
@@ -281,7 +312,14 @@ async def _consume(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.trainer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m services.trainer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="health: http://127.0.0.1:8082/healthz, /readyz and /v1/models (each model's "
+        "policy state); DRIFTLOOP_TRAINER_HEALTH_HOST / _PORT move them. Settings: "
+        "DRIFTLOOP_TRAINER_* (services/trainer/config.py).",
+    )
     parser.parse_args(argv)
     name = os.environ.get("DRIFTLOOP_SERVICE_NAME", "driftloop-trainer")
     settings = load_settings(service_name=name)

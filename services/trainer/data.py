@@ -31,13 +31,20 @@ __all__ = [
     "TrainingDataError",
     "TrainingDataReason",
     "WindowSpec",
+    "explicit_versions",
     "load_training_data",
     "select_versions",
     "split_by_time",
 ]
 
 TrainingDataReason = Literal[
-    "too_few_rows", "version_missing", "no_versions", "bad_label", "non_finite", "schema_mismatch"
+    "too_few_rows",
+    "version_missing",
+    "suspect_version",
+    "no_versions",
+    "bad_label",
+    "non_finite",
+    "schema_mismatch",
 ]
 
 
@@ -115,19 +122,10 @@ def _resolve(
     schema: DatasetSchema,
     window: WindowSpec,
     version_ids: Sequence[str] | None,
+    allow_suspect: bool = False,
 ) -> list[VersionManifest]:
-    if version_ids is not None:  # explicit ids bypass the window, suspect ones included
-        by_id = {m.version_id: m for m in available}
-        missing = [v for v in dict.fromkeys(version_ids) if v not in by_id]
-        if missing:
-            raise TrainingDataError(
-                "version_missing",
-                f"dataset {schema.name!r} has no sealed version(s) {missing} "
-                f"({len(available)} version(s) exist)",
-            )
-        chosen = sorted(
-            {by_id[v].version_id: by_id[v] for v in version_ids}.values(), key=_order_key
-        )
+    if version_ids is not None:  # explicit ids bypass the window
+        chosen = explicit_versions(available, schema.name, version_ids, allow_suspect)
     else:
         chosen = select_versions(available, window)
     if not chosen:
@@ -224,18 +222,47 @@ def split_by_time(
     return parts
 
 
+def explicit_versions(
+    available: Sequence[VersionManifest],
+    dataset: str,
+    version_ids: Sequence[str],
+    allow_suspect: bool = False,
+) -> list[VersionManifest]:
+    """The named versions, oldest first; a suspect one (a broken feed, by ingest's check)
+    only with `allow_suspect`."""
+    by_id = {m.version_id: m for m in available}
+    missing = [v for v in dict.fromkeys(version_ids) if v not in by_id]
+    if missing:
+        raise TrainingDataError(
+            "version_missing",
+            f"dataset {dataset!r} has no sealed version(s) {missing} "
+            f"({len(available)} version(s) exist)",
+        )
+    chosen = sorted({by_id[v].version_id: by_id[v] for v in version_ids}.values(), key=_order_key)
+    suspect = [m for m in chosen if m.status == "suspect"]
+    if suspect and not allow_suspect:
+        named = "; ".join(f"{m.version_id} ({', '.join(m.status_reasons)})" for m in suspect)
+        raise TrainingDataError(
+            "suspect_version",
+            f"dataset {dataset!r}: suspect version(s) {named}; pass --allow-suspect to "
+            "train on them anyway",
+        )
+    return chosen
+
+
 def load_training_data(
     store: ArtifactStore,
     schema: DatasetSchema,
     window: WindowSpec,
     split: SplitSpec,
     version_ids: Sequence[str] | None = None,
+    allow_suspect: bool = False,
 ) -> TrainingData:
     """Labelled rows of the chosen versions of `schema`'s dataset, split by event time."""
     if schema.label is None:
         raise TrainingDataError("bad_label", f"dataset {schema.name!r} declares no label")
     storage = VersionStore(store)
-    chosen = _resolve(storage.manifests(schema.name), schema, window, version_ids)
+    chosen = _resolve(storage.manifests(schema.name), schema, window, version_ids, allow_suspect)
     table = pa.concat_tables([_read(storage, schema, m) for m in chosen])
     duplicated = pd.Series(table.column("event_id").to_numpy(zero_copy_only=False)).duplicated(
         keep="last"  # an event sealed twice: the newest version's copy wins

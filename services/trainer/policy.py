@@ -8,6 +8,11 @@ training and records it with `started`, then `finished` when it ends.
 Checks run from the trigger's own merit to the model's circumstances, and the first one
 that fails names the reason: the trigger itself (suspect version, too few rows, low
 severity, schedule not due), then a training in flight, then the cooldown.
+
+A trigger that has merit but is held back by a training in flight or by the cooldown is
+not forgotten: it is kept as the state's `deferred` trigger, and `due(now)` re-decides it
+once nothing holds it back any more (the caller asks when a run finishes and on every
+tick). A training that starts covers whatever was deferred.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ __all__ = [
     "Trigger",
     "TriggerKind",
     "decide",
+    "due",
     "finished",
     "schedule_due",
     "started",
@@ -80,6 +86,8 @@ class ModelState(BaseModel, frozen=True):
     rows_since_last: int = Field(default=0, ge=0)
     versions_since_last: tuple[str, ...] = ()
     in_flight: bool = False
+    # The newest trigger with merit that was held back by a run in flight or the cooldown.
+    deferred: Trigger | None = None
 
 
 class Decision(BaseModel, frozen=True):
@@ -97,6 +105,7 @@ def started(state: ModelState, at_ms: int) -> ModelState:
             "rows_since_last": 0,
             "versions_since_last": (),
             "in_flight": True,
+            "deferred": None,
         }
     )
 
@@ -183,22 +192,39 @@ def _merit(
     return state, kind, None, detail
 
 
-def decide(config: PolicyConfig, state: ModelState, trigger: Trigger) -> Decision:
-    """Train on this trigger now, or not and why; raises ValueError for another model's trigger."""
+def decide(
+    config: PolicyConfig, state: ModelState, trigger: Trigger, now_ms: int | None = None
+) -> Decision:
+    """Train on this trigger now, or not and why; raises ValueError for another model's
+    trigger. The cooldown is judged at `now_ms` (default: when the trigger happened)."""
     if trigger.model != state.model:
         raise ValueError(f"trigger for model {trigger.model!r} given the state of {state.model!r}")
     state, reason, skip, detail = _merit(config, state, trigger)
     if skip is not None:
         return Decision(train=False, reason=skip, detail=detail, state=state)
     if state.in_flight:
-        detail = f"a training of {state.model} is in flight; {detail}"
-        return Decision(train=False, reason="skipped:in_flight", detail=detail, state=state)
-    left_s = _cooldown_left_s(config, state, trigger.at_ms)
+        detail = f"a training of {state.model} is in flight (retried when it ends); {detail}"
+        held = state.model_copy(update={"deferred": trigger})
+        return Decision(train=False, reason="skipped:in_flight", detail=detail, state=held)
+    left_s = _cooldown_left_s(config, state, trigger.at_ms if now_ms is None else now_ms)
     bypass = trigger.kind == "manual" and config.manual_bypasses_cooldown
     if left_s > 0 and not bypass:
         detail = (
             f"cooldown: {math.ceil(left_s)} s left of {config.cooldown_s:g} s (last training "
-            f"started at {state.last_started_ms} ms); {detail}"
+            f"started at {state.last_started_ms} ms), retried when it ends; {detail}"
         )
-        return Decision(train=False, reason="skipped:cooldown", detail=detail, state=state)
+        held = state.model_copy(update={"deferred": trigger})
+        return Decision(train=False, reason="skipped:cooldown", detail=detail, state=held)
     return Decision(train=True, reason=reason, detail=detail, state=state)
+
+
+def due(config: PolicyConfig, state: ModelState, now_ms: int) -> Decision | None:
+    """The deferred trigger re-decided at `now_ms`, once no run is in flight and the
+    cooldown is over; None while nothing is deferred or it must still wait."""
+    trigger = state.deferred
+    if trigger is None or state.in_flight or _cooldown_left_s(config, state, now_ms) > 0:
+        return None
+    # The trigger keeps its own time (a version created before the last start stays
+    # counted as such); only the cooldown is judged now.
+    decision = decide(config, state.model_copy(update={"deferred": None}), trigger, now_ms)
+    return decision.model_copy(update={"detail": f"deferred, now retried: {decision.detail}"})

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, m
 
 from services.common.datasets.schema import DatasetSchema
 from services.common.registry import validate_name
+from services.common.yaml_files import DuplicateKeyError, load_yaml
 from services.trainer.data import SplitSpec, WindowSpec
 from services.trainer.gate import GateConfig
 from services.trainer.policy import PolicyConfig
@@ -79,9 +80,11 @@ def _describe(exc: ValidationError) -> str:
 
 def load_model_spec(path: str | Path) -> ModelSpec:
     try:
-        doc: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        doc: Any = load_yaml(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ModelSpecError(f"{path}: cannot read ({exc.strerror})") from None
+    except DuplicateKeyError as exc:
+        raise ModelSpecError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ModelSpecError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict):

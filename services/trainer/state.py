@@ -3,10 +3,17 @@
 - when each model last started training: the newest `TRAINING_STARTED` on `models.events`
   (read from the beginning, without a consumer group);
 - the rows accumulated since then: the sealed dataset versions created after that start,
-  read from the artifact store (suspect ones only when the policy allows them).
+  read from the artifact store (suspect ones only when the policy allows them). When they
+  already reach the policy's `min_new_rows`, the newest of them is kept as a deferred
+  trigger, so the rows are trained on as soon as the cooldown allows even though their
+  announcements were consumed (and committed) by the trainer before the restart.
 
 So a restarted (or a second) trainer applies the same cooldown and row counts as the one
 before it, with nothing kept in Redis or on local disk.
+
+The end offsets are taken first and the log read up to them: `partitions_for_topic` of a
+fresh consumer answers None until it has metadata (aiokafka 0.14), so the partitions come
+from a real metadata request (`topic_partitions`).
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from aiokafka import TopicPartition
 from driftloop.v1 import events_pb2 as pb
 from services.common.datasets.manifest import VersionManifest
 from services.common.kafka import create_consumer
+from services.common.kafka_admin import topic_partitions
 from services.common.settings import Settings
-from services.trainer.policy import ModelState
+from services.trainer.policy import ModelState, Trigger
 from services.trainer.specs import ModelSpec
 
 __all__ = ["initial_states", "last_training_starts"]
@@ -31,13 +39,11 @@ async def last_training_starts(settings: Settings, models: Iterable[str]) -> dic
     topic = settings.topics.models_events
     consumer = create_consumer(settings, group_id=None)
     found: dict[str, int] = {}
+    tps = [TopicPartition(topic, p) for p in await topic_partitions(settings, topic)]
+    if not tps:
+        return found
     async with consumer:
         raw = consumer.raw
-        await raw.topics()  # fetches cluster metadata, so the next call knows the topic
-        partitions = sorted(raw.partitions_for_topic(topic) or ())
-        tps = [TopicPartition(topic, p) for p in partitions]
-        if not tps:
-            return found
         raw.assign(tps)
         await raw.seek_to_beginning(*tps)
         ends = await raw.end_offsets(tps)
@@ -68,16 +74,35 @@ def initial_states(
     states: dict[str, ModelState] = {}
     for spec in specs:
         since = starts.get(spec.name)
-        fresh = [
-            m
-            for m in manifests.get(spec.dataset, [])
-            if (since is None or m.created_at_ms > since)
-            and (m.status == "ok" or spec.policy.allow_suspect)
-        ]
+        fresh = sorted(
+            (
+                m
+                for m in manifests.get(spec.dataset, [])
+                if (since is None or m.created_at_ms > since)
+                and (m.status == "ok" or spec.policy.allow_suspect)
+            ),
+            key=lambda m: (m.created_at_ms, m.version_id),
+        )
+        rows = sum(m.row_count for m in fresh)
+        deferred = None
+        if fresh and rows >= spec.policy.min_new_rows:
+            newest = fresh[-1]
+            deferred = Trigger(
+                kind="dataset_version",
+                model=spec.name,
+                dataset=spec.dataset,
+                at_ms=newest.created_at_ms,
+                version_id=newest.version_id,
+                rows=newest.row_count,
+                suspect=newest.status == "suspect",
+                detail=f"{len(fresh)} versions ({rows} rows) sealed since the last training, "
+                "found at start-up",
+            )
         states[spec.name] = ModelState(
             model=spec.name,
             last_started_ms=since,
-            rows_since_last=sum(m.row_count for m in fresh),
+            rows_since_last=rows,
             versions_since_last=tuple(m.version_id for m in fresh),
+            deferred=deferred,
         )
     return states

@@ -90,6 +90,7 @@ class TrainRequest:
     detail: str = ""
     actor: str = "trainer"
     version_ids: tuple[str, ...] | None = None  # explicit versions instead of the window
+    allow_suspect: bool = False  # explicit versions may include suspect ones
 
 
 @dataclass
@@ -186,7 +187,12 @@ class Trainer:
         self.progress("loading dataset versions")
         try:
             data = load_training_data(
-                self.store, schema, spec.window, spec.split, request.version_ids
+                self.store,
+                schema,
+                spec.window,
+                spec.split,
+                request.version_ids,
+                request.allow_suspect,
             )
         except TrainingDataError as exc:
             raise _Failed(f"data:{exc.reason}", str(exc)) from None
@@ -252,6 +258,7 @@ class Trainer:
                     actor=request.actor,
                     reason=f"gate passed: {report.summary()}",
                     fence=lease.token,
+                    kind="gate",
                 )
             except StaleFenceError as exc:
                 raise _Failed("lease_stale", str(exc)) from None

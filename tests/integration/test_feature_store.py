@@ -270,7 +270,6 @@ def test_cli_rebuilds_from_the_sealed_versions(
             typed,
             parent=parent,
             source_offsets=[],
-            thresholds=(10.0, 1.0),
             created_at_ms=1_000 + i,
         ).manifest
     store = OnlineFeatureStore(client)

@@ -28,6 +28,7 @@ from services.common.registry import (
     NumericProfile,
     ReferenceProfile,
     RegistrationInfo,
+    StaleFenceError,
     UnsupportedFormatError,
     fold_aliases,
     save_xgboost,
@@ -403,3 +404,33 @@ def test_a_registration_that_died_before_its_manifest_is_invisible(
     with pytest.raises(ModelNotFoundError):
         registry.set_alias("churn", "champion", 2, actor="ci", reason="not committed")
     assert registry.register_xgboost("churn", booster, xgb_info).version == 3
+
+
+def test_a_warm_alias_cache_still_refuses_a_stale_fencing_token(
+    registry: ModelRegistry,
+    settings: Settings,
+    cache: redis.Redis,
+    booster: Any,
+    xgb_info: RegistrationInfo,
+) -> None:
+    for _ in range(2):
+        registry.register_xgboost("churn", booster, xgb_info)
+    registry.set_alias("churn", "challenger", 1, actor="trainer-a", reason="r", fence=5)
+    registry.set_alias("churn", "challenger", 2, actor="trainer-b", reason="r", fence=7)
+    assert len(cache.keys("driftloop:registry:*")) == 1  # the cache is warm at the last entry
+
+    # Another process (a fresh registry on the same Redis) starts from the cached fold.
+    other = ModelRegistry.from_settings(settings)
+    assert other.max_fence("churn") == 7
+    with pytest.raises(StaleFenceError, match="token 5 is stale"):
+        other.set_alias("churn", "champion", 1, actor="trainer-a", reason="late", fence=5)
+    assert other.aliases("churn") == {"challenger": 2}
+
+    # A cache written before it kept the high-water mark is not trusted for fencing.
+    [key] = cache.keys("driftloop:registry:*")
+    doc = json.loads(cache.get(key) or b"{}")
+    cache.set(key, json.dumps({k: v for k, v in doc.items() if k != "max_fence"}))
+    with pytest.raises(StaleFenceError):
+        ModelRegistry.from_settings(settings).set_alias(
+            "churn", "champion", 1, actor="trainer-a", reason="late", fence=5
+        )

@@ -71,3 +71,24 @@ def test_port_check_and_listener_inspection() -> None:
         mine = listening_sockets([os.getpid()])
         assert (os.getpid(), "127.0.0.1", port) in mine
     assert port_is_free(port)
+
+
+def test_stack_up_and_down_wait_for_one_another_on_a_file_lock(tmp_path: Path) -> None:
+    import io
+
+    from filelock import FileLock
+    from rich.console import Console
+
+    from services.stack import launcher
+    from services.stack.config import StackConfig
+    from services.stack.errors import StackError
+
+    config = StackConfig(lock_timeout_s=0.2)
+    console = Console(file=io.StringIO())
+    with FileLock(tmp_path / "stack.lock"):  # another `up` in the middle of starting parts
+        for command in (launcher.up, launcher.down):
+            with pytest.raises(StackError, match="another `driftloop stack up/down` has held"):
+                command(tmp_path, config, console)
+    assert read_state(tmp_path) is None  # nothing was started or recorded meanwhile
+    launcher.down(tmp_path, config, console)  # once released, it goes ahead
+    assert "nothing to stop" in console.file.getvalue()  # type: ignore[attr-defined]

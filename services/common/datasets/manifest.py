@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from driftloop.v1.events_pb2 import DatasetVersion
 from driftloop.v1.events_pb2 import OffsetRange as OffsetRangeProto
-from services.common.datasets.profile import Assessment, DatasetProfile, FeatureProfile
+from services.common.datasets.profile import DatasetProfile, FeatureProfile
+from services.common.datasets.quality import QualityReport
 from services.common.datasets.schema import DatasetSchema, schema_hash
 
 __all__ = [
@@ -181,6 +182,10 @@ class VersionManifest(BaseModel):
     source_offsets: list[OffsetRange]
     status: Literal["ok", "suspect"]
     status_reasons: list[str] = Field(default_factory=list)
+    # The version this one was judged against (the newest ok one) and each feature's PSI
+    # against it: a shift is recorded here, not held against the version.
+    reference_version_id: str | None = Field(default=None, pattern=_HEX32)
+    shift: dict[str, float] = Field(default_factory=dict)
     created_at_ms: int = Field(ge=0)
     min_event_time_ms: int
     max_event_time_ms: int
@@ -231,6 +236,8 @@ class VersionManifest(BaseModel):
             source_offsets=[r.to_proto() for r in self.source_offsets],
             status=self.status,
             status_reasons=self.status_reasons,
+            reference_version_id=self.reference_version_id or "",
+            shift=self.shift,
             min_event_time_ms=self.min_event_time_ms,
             max_event_time_ms=self.max_event_time_ms,
             created_at_ms=self.created_at_ms,
@@ -243,14 +250,16 @@ def build_manifest(
     *,
     parent_version_id: str | None,
     profile: DatasetProfile,
-    assessment: Assessment,
+    assessment: QualityReport,
     source_offsets: Sequence[OffsetRange],
     created_at_ms: int,
+    reference_version_id: str | None = None,
 ) -> VersionManifest:
     """The manifest of `table` (accepted rows in `schema.arrow_schema()` layout).
 
-    `profile` is `profile_table(table)`; `assessment` is `assess_against_reference` of
-    the parent's profile against `table`; `created_at_ms` is the ingest clock.
+    `profile` is `profile_table(table)`; `assessment` is `assess_quality` of the
+    reference version's profile (`reference_version_id`) against `table`;
+    `created_at_ms` is the ingest clock.
     """
     if not table.num_rows:
         raise ValueError("cannot seal an empty table")
@@ -270,6 +279,8 @@ def build_manifest(
         source_offsets=sorted(source_offsets, key=lambda r: (r.topic, r.partition)),
         status=assessment.status,
         status_reasons=list(assessment.reasons),
+        reference_version_id=reference_version_id,
+        shift=dict(sorted(assessment.shift.items())),
         created_at_ms=created_at_ms,
         min_event_time_ms=times["min"].as_py(),
         max_event_time_ms=times["max"].as_py(),

@@ -1,11 +1,10 @@
-"""Feature statistics of accepted rows, the one histogram type, PSI, and the upstream-drift
-check of a sealed batch.
+"""Feature statistics of accepted rows, the one histogram type, and PSI.
 
-A version's profile is stored in its manifest and announced as `FeatureStats`; the
-previous version's profile is the reference the next batch is compared with. A batch
-whose distribution (PSI) or null rate jumps is marked `suspect`, still stored, so an
-upstream break is visible before a model trains on it. A model's reference profile
-(`services.common.registry`) bins its features and scores with the same `Histogram`.
+A version's profile is stored in its manifest and announced as `FeatureStats`; the newest
+ok version's profile is the reference the next batch is compared with (the broken-feed
+check and the recorded shift: services/common/datasets/quality.py). A model's reference
+profile (`services.common.registry`) bins its features and scores with the same
+`Histogram`.
 
 PSI over bins i with reference proportions e_i and new proportions a_i:
 
@@ -20,8 +19,8 @@ Categorical bins are the union of the categories seen on either side.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Sequence
-from typing import Literal, NamedTuple, Self
+from collections.abc import Sequence
+from typing import Literal, Self
 
 import numpy as np
 import pyarrow as pa
@@ -35,11 +34,9 @@ __all__ = [
     "MIN_PER_BIN",
     "MIN_PROFILE_COUNT",
     "PSI_EPSILON",
-    "Assessment",
     "DatasetProfile",
     "FeatureProfile",
     "Histogram",
-    "assess_against_reference",
     "feature_psi",
     "histogram_psi",
     "profile_column",
@@ -293,45 +290,3 @@ def feature_psi(
     categories = sorted(reference.category_counts.keys() | new.keys())
     expected = [reference.category_counts.get(c, 0) for c in categories]
     return psi(expected, [new.get(c, 0) for c in categories])
-
-
-class Assessment(NamedTuple):
-    status: Literal["ok", "suspect"]
-    reasons: list[str]  # e.g. "psi(age)=0.41>0.2", "null_rate(income)=0.35>0.02+0.1"
-
-
-def assess_against_reference(
-    reference: DatasetProfile | None,
-    new_table: pa.Table,
-    psi_threshold: float = 0.2,
-    null_rate_jump: float = 0.1,
-    *,
-    min_count: int = MIN_PROFILE_COUNT,
-    skip: Collection[str] = ("label",),
-) -> Assessment:
-    """Compare a batch with the reference profile, feature by feature (in name order).
-
-    A feature is suspect when its null rate rose by more than `null_rate_jump` (absolute)
-    or its PSI exceeds `psi_threshold`; neither is judged on fewer than `min_count` rows
-    (a handful of rows moves a null rate by chance as easily as a histogram). No
-    reference (the first version) is "ok". The label is skipped by default: labels
-    arriving late make its null rate move on purpose. Features missing on either side (a
-    schema change) are not compared.
-    """
-    if reference is None:
-        return Assessment("ok", [])
-    reasons: list[str] = []
-    for name in sorted(reference.features):
-        if name in skip or name not in new_table.column_names:
-            continue
-        ref, column = reference.features[name], new_table.column(name)
-        if len(column) >= min_count and ref.count + ref.null_count >= min_count:
-            rate = column.null_count / len(column)
-            if rate - ref.null_rate > null_rate_jump:
-                reasons.append(
-                    f"null_rate({name})={rate:.2f}>{ref.null_rate:.2f}+{null_rate_jump:g}"
-                )
-        value = feature_psi(ref, column, min_count)
-        if value is not None and value > psi_threshold:
-            reasons.append(f"psi({name})={value:.2f}>{psi_threshold:g}")
-    return Assessment("suspect" if reasons else "ok", reasons)

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from services.common.datasets.quality import QualityConfig
+
 __all__ = [
     "RESERVED_COLUMNS",
     "CategoricalFeature",
@@ -137,6 +139,8 @@ class DatasetSchema(_Frozen):
     label: LabelSpec | None = None
     segments: list[FeatureName] = Field(default_factory=list)
     description: str = ""
+    # thresholds of the broken-feed check (quality.py); not part of the data contract
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
     @field_validator("numeric", "categorical")
     @classmethod
@@ -194,7 +198,7 @@ class DatasetSchema(_Frozen):
     def canonical_dict(self) -> dict[str, Any]:
         """What the schema hash covers: the contract, not the prose, and no list order
         that carries no meaning (domains and segments are sets)."""
-        doc = self.model_dump(mode="json", exclude={"description"})
+        doc = self.model_dump(mode="json", exclude={"description", "quality"})
         for feature in (*doc["numeric"].values(), *doc["categorical"].values()):
             feature.pop("description")
         for feature in doc["categorical"].values():

@@ -5,11 +5,14 @@ Everything durable lives in the artifact store; Redis, when given, only caches.
 
 from services.common.artifacts import ArtifactIntegrityError, ArtifactNotFoundError
 from services.common.registry.aliases import (
+    ALIAS_KINDS,
     AliasChange,
+    AliasKind,
     AliasLogError,
     AliasState,
     StaleFenceError,
     fold_aliases,
+    rollback_target,
     validate_alias,
 )
 from services.common.registry.formats import (
@@ -35,7 +38,9 @@ from services.common.registry.manifest import (
 from services.common.registry.registry import LoadedModel, ModelNotFoundError, ModelRegistry
 
 __all__ = [
+    "ALIAS_KINDS",
     "AliasChange",
+    "AliasKind",
     "AliasLogError",
     "AliasState",
     "ArtifactFormatError",
@@ -58,6 +63,7 @@ __all__ = [
     "UnsupportedFormatError",
     "fold_aliases",
     "load_artifact",
+    "rollback_target",
     "save_torch",
     "save_xgboost",
     "validate_alias",

@@ -6,9 +6,15 @@ another writer got there first the claim fails, the writer folds the newcomer in
 tries the next number. So the log never has gaps or duplicates, every entry's
 `previous` is exactly the alias's value just before it, and no lock is needed.
 
-Redis only caches the fold (aliases at some seq, plus that entry's sha256). The cache
-is validated against the store and is only a starting point — the log is always read
-forward from it — so a stale, wrong or flushed cache costs reads, never correctness.
+Each entry carries a typed `kind` (why the alias moved: a passed gate, a promotion, a
+rollback, a removal, or a plain set), so readers never parse the free-text reason; a
+promotion past a failed gate is recorded as `forced`.
+
+Redis only caches the fold (aliases and the highest fencing token at some seq, plus that
+entry's sha256). The cache is validated against the store and is only a starting point —
+the log is always read forward from it — so a stale, wrong or flushed cache costs reads,
+never correctness. A cache without the fencing high-water mark is ignored: fencing must
+see every entry's token, not only those after the cached point.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from services.common.artifacts import (
     ArtifactError,
@@ -31,15 +38,18 @@ from services.common.artifacts import (
 from services.common.registry.manifest import validate_name
 
 __all__ = [
+    "ALIAS_KINDS",
     "RESERVED_ALIASES",
     "AliasChange",
     "AliasConflictError",
+    "AliasKind",
     "AliasLog",
     "AliasLogError",
     "AliasState",
     "OptionalCache",
     "StaleFenceError",
     "fold_aliases",
+    "rollback_target",
     "validate_alias",
 ]
 
@@ -47,6 +57,13 @@ _log = logging.getLogger(__name__)
 # "latest" is resolved by the registry itself, so it can never be set as an alias.
 RESERVED_ALIASES = frozenset({"latest"})
 _MAX_ATTEMPTS = 10_000
+
+# Why an alias moved. "gate": the trainer set it after a passed gate; "promote" / "rollback":
+# an operator (or the rollout) moved it; "remove": it was deleted; "set": anything else.
+AliasKind = Literal["set", "gate", "promote", "rollback", "remove"]
+ALIAS_KINDS: tuple[str, ...] = ("set", "gate", "promote", "rollback", "remove")
+# Logs written before kinds existed marked a rollback only by this reason prefix.
+_LEGACY_ROLLBACK_PREFIX = "rollback:"
 
 
 class AliasLogError(RuntimeError):
@@ -77,6 +94,20 @@ class AliasChange(BaseModel):
     at_ms: int = Field(ge=0)
     # Fencing token of the writer's single-flight lease (trainer), if it holds one.
     fence: int | None = Field(default=None, ge=1)
+    kind: AliasKind = "set"
+    # The target failed its gate and the operator overrode it (`--force`).
+    forced: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_kind(cls, data: Any) -> Any:
+        """Entries from before typed kinds: a removal or a "rollback:" reason says which."""
+        if isinstance(data, dict) and "kind" not in data:
+            if data.get("version") is None:
+                data = {**data, "kind": "remove"}
+            elif str(data.get("reason", "")).startswith(_LEGACY_ROLLBACK_PREFIX):
+                data = {**data, "kind": "rollback"}
+        return data
 
 
 class AliasState(BaseModel):
@@ -88,6 +119,22 @@ class AliasState(BaseModel):
     aliases: dict[str, int] = Field(default_factory=dict)
     # The highest fencing token any entry so far was written with (0: none).
     max_fence: int = Field(default=0, ge=0)
+
+
+def rollback_target(history: Iterable[AliasChange], alias: str = "champion") -> int | None:
+    """The version `alias` pointed to before its current one, skipping versions already
+    rolled back: its history is a stack, where a rollback pops and every other move pushes.
+    None when there is nothing earlier to go back to."""
+    stack: list[int] = []
+    for change in history:
+        if change.alias != alias:
+            continue
+        if change.kind == "rollback":
+            if stack:
+                stack.pop()
+        elif change.version is not None:
+            stack.append(change.version)
+    return stack[-2] if len(stack) >= 2 else None
 
 
 def validate_alias(alias: str) -> str:
@@ -200,6 +247,8 @@ class AliasLog:
         reason: str,
         check: Callable[[AliasState], None] | None = None,
         fence: int | None = None,
+        kind: AliasKind = "set",
+        forced: bool = False,
     ) -> AliasChange:
         """Claim the next log slot for this change; `check` may refuse it given the state.
 
@@ -226,6 +275,8 @@ class AliasLog:
                 reason=reason,
                 at_ms=int(time.time() * 1000),
                 fence=fence,
+                kind=kind,
+                forced=forced,
             )
             raw = entry.model_dump_json(exclude={"fence"} if fence is None else None).encode()
             if self._store.put_if_absent(self.entry_path(entry.seq), raw):
@@ -262,7 +313,7 @@ class AliasLog:
             return AliasState(), None
         try:
             doc = json.loads(blob)
-            state = AliasState(seq=doc["seq"], aliases=doc["aliases"])
+            state = AliasState(seq=doc["seq"], aliases=doc["aliases"], max_fence=doc["max_fence"])
             digest = str(doc["sha256"])
             # Trust the cache only if the entry it ends at is the one in this store.
             if state.seq >= 0 and self._store.checksum(self.entry_path(state.seq)) == digest:
@@ -275,5 +326,10 @@ class AliasLog:
     def _save_cache(self, state: AliasState, digest: str) -> None:
         if self._cache is None:
             return
-        doc = {"seq": state.seq, "sha256": digest, "aliases": state.aliases}
+        doc = {
+            "seq": state.seq,
+            "sha256": digest,
+            "aliases": state.aliases,
+            "max_fence": state.max_fence,
+        }
         self._cache.set(self._cache_key, json.dumps(doc, sort_keys=True))

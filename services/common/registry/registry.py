@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,11 @@ from services.common.artifacts import (
 )
 from services.common.registry.aliases import (
     AliasChange,
+    AliasKind,
     AliasLog,
     AliasState,
     OptionalCache,
+    rollback_target,
     validate_alias,
 )
 from services.common.registry.formats import (
@@ -183,6 +186,20 @@ class ModelRegistry:
             ) from None
         return LoadedModel(manifest, load_artifact(data, ref.format))
 
+    def artifact_problem(self, name: str, version_or_alias: int | str = "latest") -> str | None:
+        """Why this version's artifact could not be loaded (missing, or its bytes do not
+        match the sha256 in its manifest), naming the path; None when it is intact."""
+        manifest = self.manifest(name, version_or_alias)
+        ref = manifest.artifact
+        where = self.store.uri(ref.path)
+        try:
+            self.store.get_bytes(ref.path, expected_sha256=ref.sha256)  # reads and hashes
+        except ArtifactNotFoundError:
+            return f"the artifact of {name!r} v{manifest.version} is missing: {where}"
+        except ArtifactIntegrityError as exc:
+            return f"model {name!r} v{manifest.version}: {exc}"
+        return None
+
     # -- aliases -------------------------------------------------------------------------
 
     def set_alias(
@@ -193,12 +210,18 @@ class ModelRegistry:
         actor: str,
         reason: str,
         fence: int | None = None,
+        kind: AliasKind = "set",
+        forced: bool = False,
+        check: Callable[[AliasState], None] | None = None,
     ) -> AliasChange:
-        """Point `alias` at `version`; with `fence`, refused if a newer lease has written."""
+        """Point `alias` at `version`; with `fence`, refused if a newer lease has written.
+        `check` may refuse the change given the exact state it would be appended after."""
         validate_alias(alias)
         # Versions are immutable once committed, so checking before the append is race-free.
         self.resolve(name, int(version))
-        return self._log(name).append(alias, int(version), actor, reason, fence=fence)
+        return self._log(name).append(
+            alias, int(version), actor, reason, check=check, fence=fence, kind=kind, forced=forced
+        )
 
     def max_fence(self, name: str) -> int:
         """The highest fencing token the alias log of `name` has accepted (0: none)."""
@@ -216,7 +239,9 @@ class ModelRegistry:
                     f"aliases: {state.aliases or 'none'}"
                 )
 
-        return self._log(name).append(alias, None, actor, reason, check=must_be_set, fence=fence)
+        return self._log(name).append(
+            alias, None, actor, reason, check=must_be_set, fence=fence, kind="remove"
+        )
 
     def get_alias(self, name: str, alias: str) -> int | None:
         return self.aliases(name).get(validate_alias(alias))
@@ -226,6 +251,10 @@ class ModelRegistry:
 
     def alias_history(self, name: str) -> list[AliasChange]:
         return self._log(name).history()
+
+    def rollback_target(self, name: str, alias: str = "champion") -> int | None:
+        """The version a rollback of `alias` returns to (see `aliases.rollback_target`)."""
+        return rollback_target(self.alias_history(name), validate_alias(alias))
 
     # -- internals -----------------------------------------------------------------------
 

@@ -21,9 +21,8 @@ __all__ = [
     "reference_versions",
 ]
 
-# A version is the reference profile of later seals only with this many rows (a small one,
-# sealed by age, would make PSI and null rates of the next one noise); without any, the
-# parent is.
+# A version is the reference profile of later seals only when it is ok and has this many
+# rows (a small one, sealed by age, would make PSI and null rates of the next one noise).
 REFERENCE_MIN_ROWS = 1_000
 
 
@@ -49,19 +48,24 @@ def head_versions(manifests: Sequence[VersionManifest]) -> dict[str, VersionMani
 def reference_versions(
     manifests: Sequence[VersionManifest], min_rows: int = REFERENCE_MIN_ROWS
 ) -> dict[str, VersionManifest]:
-    """Per dataset the newest version on its head's chain with at least `min_rows` rows:
-    the reference profile of the next seal (whatever its status, so that after a real
-    shift the following versions are compared with the shifted data, not flagged
-    forever). Datasets with no such version have none (the parent is used)."""
+    """Per dataset the newest *ok* version on its head's chain with at least `min_rows`
+    rows: the reference of the next seal. A suspect version (a broken feed) never becomes
+    the yardstick, so the batches after it are still judged against good data; a shifted
+    but ok one does, so the shift is measured from where the data now is. Datasets with
+    no such version have none."""
     by_id = {m.version_id: m for m in manifests}
     references = {}
     for name, manifest in head_versions(manifests).items():
         current: VersionManifest | None = manifest
-        while current is not None and current.row_count < min_rows:
+        while current is not None and not _is_reference(current, min_rows):
             current = by_id.get(current.parent_version_id or "")
         if current is not None:
             references[name] = current
     return references
+
+
+def _is_reference(manifest: VersionManifest, min_rows: int = REFERENCE_MIN_ROWS) -> bool:
+    return manifest.status == "ok" and manifest.row_count >= min_rows
 
 
 def known_categories(manifests: Iterable[VersionManifest]) -> dict[str, dict[str, set[str]]]:
@@ -106,7 +110,7 @@ class SealedHistory:
         (the same as its own unless it was already stored by an earlier seal)."""
         ranges = [*manifest.source_offsets, *rows]
         self.heads[manifest.dataset] = manifest
-        if manifest.row_count >= REFERENCE_MIN_ROWS:
+        if _is_reference(manifest):
             self.references[manifest.dataset] = manifest
         self.watermarks.update(manifest.dataset, ranges)
         self._raise_ceiling(ranges)

@@ -40,11 +40,10 @@ class SealJobs:
         producer: ProtobufProducer,
         schemas: Mapping[str, DatasetSchema],
         versions_topic: str,
-        thresholds: tuple[float, float],
         clock_ms: Callable[[], int],
     ) -> None:
         self._storage, self._producer, self._schemas = storage, producer, schemas
-        self._topic, self._thresholds, self._clock_ms = versions_topic, thresholds, clock_ms
+        self._topic, self._clock_ms = versions_topic, clock_ms
         self._jobs: dict[str, tuple[PendingRows, asyncio.Task[StoredVersion]]] = {}
 
     def __bool__(self) -> bool:
@@ -87,7 +86,6 @@ class SealJobs:
             pa.concat_tables(rows.tables),
             parent=parent,
             source_offsets=rows.tracker.ranges(),
-            thresholds=self._thresholds,
             created_at_ms=self._clock_ms(),
             reference=reference,
         )

@@ -27,7 +27,8 @@ from services.common.datasets.manifest import (
     build_manifest,
     version_paths,
 )
-from services.common.datasets.profile import assess_against_reference, profile_table
+from services.common.datasets.profile import profile_table
+from services.common.datasets.quality import QualityConfig, assess_quality
 from services.common.datasets.schema import DatasetSchema
 from services.common.datasets.store import VersionStore
 
@@ -91,22 +92,20 @@ def seal_version(
     *,
     parent: VersionManifest | None,
     source_offsets: Sequence[OffsetRange],
-    thresholds: tuple[float, float],
     created_at_ms: int,
     reference: VersionManifest | None = None,
+    quality: QualityConfig | None = None,
 ) -> StoredVersion:
-    """Profile `table`, assess it against the reference profile (PSI and null-rate
-    thresholds), build its manifest and store it. CPU-bound: run it off the event loop.
-    The reference is `reference`, else the parent: the pipeline passes the newest version
-    with enough rows to profile (`SealedHistory.references`), so a small version sealed by
-    age does not become the yardstick of the next one.
+    """Profile `table`, judge it against the reference version for signs of a broken feed
+    and measure its shift (services/common/datasets/quality.py, with the dataset's
+    `quality:` thresholds unless `quality` is given), build its manifest and store it.
+    CPU-bound: run it off the event loop. The reference is the newest ok version with
+    enough rows (`SealedHistory.references`); none for the first versions.
 
     The rows are sorted by event id once, for both the data file and the content hash,
     and the Parquet encoding (Arrow's, outside the GIL) runs on a second thread while
     this one profiles and hashes."""
-    psi_threshold, null_rate_jump = thresholds
-    baseline = reference or parent
-    profile = baseline.profile() if baseline else None
+    profile = reference.profile() if reference else None
     table = by_event_id(table)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet") as pool:
         data = pool.submit(_parquet, table)  # sorted just above
@@ -115,8 +114,9 @@ def seal_version(
             table,
             parent_version_id=parent.version_id if parent else None,
             profile=profile_table(table),
-            assessment=assess_against_reference(profile, table, psi_threshold, null_rate_jump),
+            assessment=assess_quality(profile, table, quality or schema.quality),
             source_offsets=source_offsets,
             created_at_ms=created_at_ms,
+            reference_version_id=reference.version_id if reference else None,
         )
         return storage.write(manifest, table, data)

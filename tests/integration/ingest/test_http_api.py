@@ -32,7 +32,8 @@ from services.common.datasets.manifest import (
     build_manifest,
     version_paths,
 )
-from services.common.datasets.profile import assess_against_reference, profile_table
+from services.common.datasets.profile import profile_table
+from services.common.datasets.quality import assess_quality
 from services.common.datasets.schema import DatasetSchema, load_schemas
 from services.common.kafka import Envelope, ProtobufConsumer, create_consumer, ensure_topics
 from services.common.logging import configure_logging
@@ -213,7 +214,7 @@ def _seal(
         table,
         parent_version_id=parent.version_id if parent else None,
         profile=profile_table(table),
-        assessment=assess_against_reference(parent.profile() if parent else None, table),
+        assessment=assess_quality(parent.profile() if parent else None, table),
         source_offsets=[
             OffsetRange(
                 topic="data.events", partition=0, first_offset=0, last_offset=len(events) - 1

@@ -1,9 +1,11 @@
 """The ingest service end to end against the real broker, Redis and artifact store.
 
 20,000 events, about 5% of them bad in every way validation knows, go through
-`python -m services.ingest`; then a batch whose income distribution has shifted. Every
-record must end up exactly once: as one row of one sealed version, or as one record on
-the dead-letter topic with its original bytes and the right reason code.
+`python -m services.ingest`; then a batch whose income distribution has shifted (the world
+moved: sealed ok, its shift recorded), then a batch from a broken feed (every income the
+same: sealed suspect). Every record must end up exactly once: as one row of one sealed
+version, or as one record on the dead-letter topic with its original bytes and the right
+reason code.
 """
 
 from __future__ import annotations
@@ -96,11 +98,16 @@ async def test_every_event_is_versioned_or_dead_lettered_exactly_once(
     root = settings.artifact_root
     await wait_for(lambda: _row_count(root) >= len(good), 120, "all good rows sealed", service)
 
-    # A batch whose income is 4x the reference: sealed on its own, marked suspect.
+    # A batch whose income is 4x the reference: sealed on its own, ok, its shift recorded.
     shifted = make_stream(N_SHIFTED, bad_fraction=0.0, prefix=f"{uid}s", seed=2, income_scale=4)
     await publish(settings, settings.topics.data_events, shifted)
     total_good = len(good) + N_SHIFTED
     await wait_for(lambda: _row_count(root) >= total_good, 60, "shifted rows sealed", service)
+    # Then a broken feed: every income is 0 (valid by the schema, but constant).
+    broken = make_stream(N_SHIFTED, bad_fraction=0.0, prefix=f"{uid}b", seed=3, income_scale=0)
+    await publish(settings, settings.topics.data_events, broken)
+    total_good += N_SHIFTED
+    await wait_for(lambda: _row_count(root) >= total_good, 60, "broken rows sealed", service)
     # Offsets are committed to the end (after the last version is announced), so a
     # restart has nothing to do. Waited for before the stop: a stop commits nothing more.
     group = env["DRIFTLOOP_INGEST_GROUP_ID"]
@@ -111,7 +118,7 @@ async def test_every_event_is_versioned_or_dead_lettered_exactly_once(
     manifests, table = sealed_rows(root)
     ids = table.column("event_id").to_pylist()
     assert len(ids) == len(set(ids)) == total_good
-    assert set(ids) == set(good) | {it.event_id for it in shifted}
+    assert set(ids) == set(good) | {it.event_id for it in shifted + broken}
     assert sum(m.row_count for m in manifests) == total_good
     by_id = dict(zip(ids, table.column("loan_amount").to_pylist(), strict=True))
     regions = dict(zip(ids, table.column("region").to_pylist(), strict=True))
@@ -121,17 +128,24 @@ async def test_every_event_is_versioned_or_dead_lettered_exactly_once(
         assert regions[event_id] == event.categorical["region"]
     # Sealed by size once a poll takes pending rows to 3,000 (so < 3,000 + 1,000 rows: a
     # seal still running when the next reaches the size is waited for), the tail by age:
-    # >= 5 versions for ~19,000 rows, then the shifted batch on its own.
-    assert len(manifests) >= 6 and all(m.row_count < 4_000 for m in manifests)
+    # >= 5 versions for ~19,000 rows, then the shifted and the broken batch on their own.
+    assert len(manifests) >= 7 and all(m.row_count < 4_000 for m in manifests)
     assert [m.parent_version_id for m in manifests[1:]] == [m.version_id for m in manifests[:-1]]
 
-    # The shifted batch is its own version, suspect, with the feature named.
-    last = manifests[-1]
+    # The shifted batch is its own version, ok: the shift is recorded, not held against it.
+    moved, last = manifests[-2], manifests[-1]
     storage = VersionWriter(ArtifactStore(root))
+    moved_ids = storage.read_table(moved, ["event_id"]).column("event_id").to_pylist()
+    assert set(moved_ids) == {it.event_id for it in shifted}
+    assert moved.row_count == N_SHIFTED and moved.status == "ok", moved.status_reasons
+    assert moved.shift["annual_income"] > 0.2 and moved.shift["loan_amount"] < 0.1, moved.shift
+    assert moved.reference_version_id in {m.version_id for m in manifests[:-2]}
+    # The broken feed's batch is suspect, named, and judged against the newest ok version.
     last_ids = storage.read_table(last, ["event_id"]).column("event_id").to_pylist()
-    assert set(last_ids) == {it.event_id for it in shifted}
+    assert set(last_ids) == {it.event_id for it in broken}
     assert last.row_count == N_SHIFTED and last.status == "suspect", last.status_reasons
-    assert any(r.startswith("psi(annual_income)") for r in last.status_reasons)
+    assert any(r.startswith("constant(annual_income)=0") for r in last.status_reasons)
+    assert last.reference_version_id == moved.version_id
     assert all(m.status == "ok" for m in manifests[:-1]), [m.status_reasons for m in manifests]
 
     # The online feature store holds each entity's latest accepted row (or a newer one that
@@ -150,7 +164,7 @@ async def test_every_event_is_versioned_or_dead_lettered_exactly_once(
         assert message.original_key == p.item.key.encode()
         assert {r.code for r in message.reasons} == {p.item.expected}, (p.item, message.reasons)
         assert message.service == "driftloop-ingest"
-    assert len(ids) + len(rejected) == N_EVENTS + N_SHIFTED
+    assert len(ids) + len(rejected) == N_EVENTS + 2 * N_SHIFTED
 
     # Each version was announced, pointing at its manifest in the store.
     announced = await read_topic(settings, settings.topics.datasets_versions, DatasetVersion)

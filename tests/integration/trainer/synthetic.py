@@ -160,7 +160,7 @@ def seal_tables(
             table,
             parent=parent,
             source_offsets=[],
-            thresholds=(1e9, 1.0),  # never suspect: tests mark suspect versions themselves
+            # never suspect: tests mark suspect versions themselves (no reference given)
             created_at_ms=first_created_at_ms + i,
         ).manifest
         sealed.append(parent)

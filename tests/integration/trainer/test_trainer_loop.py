@@ -9,6 +9,7 @@ import asyncio
 import json
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -102,7 +103,19 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
     ).start()
     trainer = ServiceProcess(["-m", "services.trainer"], env, tmp_path / "trainer.log").start()
     try:
-        await publish(settings, settings.topics.data_events, labelled_stream(7000, seed=1))
+        # 2,000 rows are too few (min_new_rows 3,000); 3,000 more train.
+        await publish(settings, settings.topics.data_events, labelled_stream(2000, seed=1))
+        await _until(
+            settings,
+            lambda ev: any(
+                e.reason.startswith("skipped:not_enough_rows")
+                for e in _of(ev, pb.MODEL_EVENT_TYPE_TRAINING_SKIPPED)
+            ),
+            120,
+            ingest,
+            trainer,
+        )
+        await publish(settings, settings.topics.data_events, labelled_stream(3000, seed=11))
         events = await _until(
             settings,
             lambda ev: any(
@@ -175,6 +188,31 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
         aliases = registry.aliases("credit-loop")
         assert aliases["champion"] == 1, "a challenger never replaces the champion by itself"
         assert aliases.get("challenger") == (2 if report["passed"] else None)
+
+        # The README's drift example: shifted data is sealed ok with its shift recorded
+        # (the world moved; the feed is not broken), and its rows trigger a retrain.
+        storage = VersionStore(registry.store)
+        before = {m.version_id for m in storage.manifests("credit")}
+        await publish(
+            settings, settings.topics.data_events, labelled_stream(3000, seed=9, shift=0.5)
+        )
+        events = await _until(
+            settings,
+            lambda ev: any(e.type in gate_kinds and e.version == "3" for e in ev),
+            240,
+            ingest,
+            trainer,
+        )
+        shifted = [m for m in storage.manifests("credit") if m.version_id not in before]
+        assert shifted and all(m.status == "ok" for m in shifted), [
+            m.status_reasons for m in shifted
+        ]
+        big = [m for m in shifted if m.row_count >= 1000]
+        assert big and all(m.shift["debt_to_income"] > 0.2 for m in big), [m.shift for m in big]
+        retrain = _of(events, pb.MODEL_EVENT_TYPE_TRAINING_STARTED)[-1]
+        assert retrain.attributes["trigger"] == "new_rows", retrain.reason
+        trained_on = registry.manifest("credit-loop", 3).training_datasets
+        assert {m.version_id for m in shifted} <= set(trained_on)
     finally:
         trainer.stop()
         ingest.stop()
@@ -196,19 +234,43 @@ async def test_two_trainers_at_once_train_the_model_once(
 ) -> None:
     settings, env, tmp = sealed_credit
     cli = ["-m", "services.cli", "train", "credit-loop", "--json"]
-    runs = [ServiceProcess(cli, env, tmp / f"train-{i}.log").start() for i in range(2)]
+    # A Ray session root of each run's own, to find any Ray process it leaves behind.
+    roots = [f"/tmp/dl-ray-orphans-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    runs = [
+        ServiceProcess(cli, {**env, "DRIFTLOOP_RAY_TMPDIR": root}, tmp / f"train-{i}.log").start()
+        for i, root in enumerate(roots)
+    ]
     try:
-        codes = sorted(r.wait(timeout_s=300) for r in runs)
+        codes = [r.wait(timeout_s=300) for r in runs]
     finally:
         for r in runs:
             r.stop()
     logs = "\n---\n".join(r.log_tail() for r in runs)
-    assert codes[0] in (0, 3) and codes[1] == 2, f"exit codes {codes}\n{logs}"
+    assert sorted(codes)[0] in (0, 3) and sorted(codes)[1] == 2, f"exit codes {codes}\n{logs}"
+    # The run that trained showed its phases, and left no Ray process running.
+    trained = runs[codes.index(sorted(codes)[0])]
+    terminal = trained.log_path.read_text()
+    for phase in ("loading dataset versions", "training xgboost on Ray", "registering"):
+        assert f"✓ {phase}" in terminal, terminal
+    assert not _processes_mentioning(*roots), _processes_mentioning(*roots)
     events = await model_events(settings)
     assert len(_of(events, pb.MODEL_EVENT_TYPE_TRAINING_STARTED)) == 1
     [skipped] = _of(events, pb.MODEL_EVENT_TYPE_TRAINING_SKIPPED)
     assert skipped.reason.startswith("skipped:in_flight")
     assert ModelRegistry(ArtifactStore(settings.artifact_root)).versions("credit-loop") == [1]
+
+
+def _processes_mentioning(*needles: str) -> list[str]:
+    """Command lines of live processes that mention any of `needles`."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            cmdline = entry.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(n in cmdline for n in needles):
+            found.append(f"{entry.parent.name}: {cmdline[:200]}")
+    return found
 
 
 async def test_sigkill_during_training_leaves_every_alias_loadable(

@@ -1,4 +1,5 @@
-"""Feature profiles, PSI on known distributions, and suspect marking of a batch."""
+"""Feature profiles and PSI on known distributions (the broken-feed check of a batch is
+tested in tests/unit/test_quality.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,9 @@ import pytest
 
 from services.common.datasets.profile import (
     MIN_PER_BIN,
-    MIN_PROFILE_COUNT,
     PSI_EPSILON,
     DatasetProfile,
     FeatureProfile,
-    assess_against_reference,
     feature_psi,
     profile_column,
     profile_table,
@@ -146,57 +145,6 @@ def test_categorical_psi_includes_categories_new_on_either_side() -> None:
 def test_too_few_values_give_no_psi() -> None:
     reference = profile_table(_batch(0)).features["age"]
     assert feature_psi(reference, _batch(1, n=50).column("age"), min_count=100) is None
-
-
-def test_no_reference_is_ok() -> None:
-    assert assess_against_reference(None, _batch(0)) == ("ok", [])
-
-
-def test_a_batch_like_the_reference_is_ok() -> None:
-    reference = profile_table(_batch(0))
-    status, reasons = assess_against_reference(reference, _batch(1), 0.2, 0.1)
-    assert (status, reasons) == ("ok", [])
-
-
-def test_a_shifted_feature_marks_the_batch_suspect() -> None:
-    reference = profile_table(_batch(0))
-    status, reasons = assess_against_reference(reference, _batch(1, shift=10.0), 0.2, 0.1)
-    assert status == "suspect"
-    assert len(reasons) == 1 and reasons[0].startswith("psi(age)=") and reasons[0].endswith(">0.2")
-
-
-def test_a_null_rate_jump_marks_the_batch_suspect() -> None:
-    reference = profile_table(_batch(0, null_rate=0.02))
-    status, reasons = assess_against_reference(reference, _batch(1, null_rate=0.4), 0.2, 0.1)
-    assert status == "suspect"
-    assert any(r.startswith("null_rate(age)=0.4") and r.endswith(">0.02+0.1") for r in reasons)
-    # a rise smaller than the allowed jump is fine
-    calm = assess_against_reference(reference, _batch(2, null_rate=0.08), 0.2, 0.1)
-    assert calm == ("ok", [])
-
-
-def test_the_label_is_not_assessed_by_default() -> None:
-    reference = profile_table(_batch(0))
-    relabelled = _batch(1).set_column(
-        5, "label", pa.array(np.ones(5000), mask=np.arange(5000) % 10 != 0)
-    )
-    assert assess_against_reference(reference, relabelled).status == "ok"
-    assessed = assess_against_reference(reference, relabelled, skip=())
-    assert assessed.status == "suspect" and any("(label)" in r for r in assessed.reasons)
-
-
-def test_too_few_rows_are_not_judged() -> None:
-    """A small version (say sealed by age) is not suspect by chance: below `min_count`
-    rows neither its null rates nor its histograms are compared."""
-    reference = profile_table(_batch(0, null_rate=0.02))
-    few = _batch(1, n=MIN_PROFILE_COUNT - 1, shift=10.0, null_rate=0.4)
-    assert assess_against_reference(reference, few, 0.2, 0.1) == ("ok", [])
-    enough = assess_against_reference(reference, _batch(1, n=MIN_PROFILE_COUNT, null_rate=0.4))
-    assert enough.status == "suspect" and any(
-        r.startswith("null_rate(age)") for r in enough.reasons
-    )
-    small_reference = profile_table(_batch(0, n=MIN_PROFILE_COUNT - 1))
-    assert assess_against_reference(small_reference, _batch(1, null_rate=0.4)) == ("ok", [])
 
 
 def test_psi_needs_enough_values_per_category() -> None:

@@ -20,11 +20,8 @@ from services.common.datasets.manifest import (
     version_id_for,
     version_paths,
 )
-from services.common.datasets.profile import (
-    Assessment,
-    assess_against_reference,
-    profile_table,
-)
+from services.common.datasets.profile import profile_table
+from services.common.datasets.quality import QualityReport, assess_quality
 from services.common.datasets.schema import DatasetSchema, schema_hash
 from services.ingest.seal.history import REFERENCE_MIN_ROWS, SealedHistory, reference_versions
 from services.ingest.validation import validate_batch
@@ -143,7 +140,7 @@ def _manifest(loans: DatasetSchema, table: pa.Table, **kwargs: object) -> Versio
     fields: dict[str, object] = {
         "parent_version_id": None,
         "profile": profile_table(table),
-        "assessment": Assessment("ok", []),
+        "assessment": QualityReport("ok", [], {}),
         "source_offsets": [
             OffsetRange(topic="data.events", partition=1, first_offset=10, last_offset=99),
             OffsetRange(topic="data.events", partition=0, first_offset=5, last_offset=7),
@@ -184,16 +181,22 @@ def test_a_manifest_is_the_next_batch_reference(loans: DatasetSchema) -> None:
     manifest = _manifest(loans, _accepted(loans, range(300)))
     restored = VersionManifest.from_json(manifest.canonical_json()).profile()
     assert restored == profile_table(_accepted(loans, range(300)))
-    assert assess_against_reference(restored, _accepted(loans, range(300))).status == "ok"
+    assert assess_quality(restored, _accepted(loans, range(300))).status == "ok"
 
 
 def test_manifest_to_proto(loans: DatasetSchema) -> None:
-    reasons = Assessment("suspect", ["psi(age)=0.41>0.2"])
-    manifest = _manifest(loans, _accepted(loans, range(20)), assessment=reasons)
+    reasons = QualityReport("suspect", ["null_rate(age)=0.41>0.00+0.1"], {"age": 0.3})
+    manifest = _manifest(
+        loans,
+        _accepted(loans, range(20)),
+        assessment=reasons,
+        reference_version_id="a" * 32,
+    )
     paths = version_paths("loans", manifest.version_id)
     proto = manifest.to_proto(f"file:///a/{paths.data}", f"file:///a/{paths.manifest}")
     assert (proto.version_id, proto.row_count, proto.status) == (manifest.version_id, 20, "suspect")
-    assert list(proto.status_reasons) == ["psi(age)=0.41>0.2"]
+    assert list(proto.status_reasons) == ["null_rate(age)=0.41>0.00+0.1"]
+    assert proto.reference_version_id == "a" * 32 and dict(proto.shift) == {"age": 0.3}
     assert proto.parent_version_id == "" and proto.schema_hash == schema_hash(loans)
     assert [(r.partition, r.first_offset, r.last_offset) for r in proto.source_offsets] == [
         (0, 5, 7),
@@ -239,3 +242,13 @@ def test_the_reference_of_the_next_seal_is_the_newest_version_big_enough(
     )
     state.sealed(bigger, [])
     assert state.references["loans"] == bigger
+    # A big but suspect version (a broken feed) never becomes the reference.
+    broken = _manifest(
+        loans,
+        _accepted(loans, range(REFERENCE_MIN_ROWS + 2)),
+        parent_version_id=bigger.version_id,
+        assessment=QualityReport("suspect", ["constant(age)=30"], {}),
+    )
+    state.sealed(broken, [])
+    assert state.heads["loans"] == broken and state.references["loans"] == bigger
+    assert reference_versions([big, small, smaller, bigger, broken]) == {"loans": bigger}

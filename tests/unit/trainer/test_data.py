@@ -16,6 +16,7 @@ from services.trainer.data import (
     SplitSpec,
     TrainingDataError,
     WindowSpec,
+    explicit_versions,
     load_training_data,
     select_versions,
 )
@@ -69,6 +70,23 @@ def test_select_versions_orders_filters_and_keeps_the_newest(
         sealed[4],
     ]
     assert select_versions([], WindowSpec()) == []
+
+
+def test_an_explicit_suspect_version_needs_allow_suspect(
+    tmp_path: Path, schema: DatasetSchema
+) -> None:
+    sealed = seal_tables(_store(tmp_path), schema, _days(2, rows=50))
+    suspect = sealed[1].model_copy(
+        update={"status": "suspect", "status_reasons": ["constant(age)=30"]}
+    )
+    ids = [suspect.version_id, sealed[0].version_id]
+    with pytest.raises(TrainingDataError, match=r"constant\(age\)=30.*--allow-suspect") as err:
+        explicit_versions([sealed[0], suspect], "credit", ids)
+    assert err.value.reason == "suspect_version"
+    assert explicit_versions([sealed[0], suspect], "credit", ids, allow_suspect=True) == [
+        sealed[0],
+        suspect,
+    ]
 
 
 def test_rows_come_out_in_one_canonical_order_and_split_by_time(

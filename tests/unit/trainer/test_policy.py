@@ -14,6 +14,7 @@ from services.trainer.policy import (
     Trigger,
     TriggerKind,
     decide,
+    due,
     finished,
     schedule_due,
     started,
@@ -304,3 +305,49 @@ def test_a_full_cycle() -> None:
 def test_policy_config_rejects_bad_values(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         PolicyConfig.model_validate(fields)
+
+
+# deferred triggers
+
+
+def test_rows_deferred_by_the_cooldown_train_once_it_ends() -> None:
+    state = _trained_at(T0)
+    held = decide(CONFIG, state, _version("v2", 20_000, at_ms=T0 + 139_000))
+    assert (held.train, held.reason) == (False, "skipped:cooldown")
+    assert held.state.deferred is not None and "retried when it ends" in held.detail
+    assert due(CONFIG, held.state, T0 + COOLDOWN_MS - 1) is None  # still cooling down
+    retried = due(CONFIG, held.state, T0 + COOLDOWN_MS)
+    assert retried is not None and retried.train and retried.reason == "new_rows"
+    assert retried.state.deferred is None and retried.state.rows_since_last == 20_000
+    assert retried.detail.startswith("deferred, now retried")
+
+
+def test_a_drift_event_deferred_by_a_run_in_flight_trains_when_the_run_ends() -> None:
+    running = started(FRESH, T0)
+    drift = _trigger("drift", T0 + 1, severity=policy.SEVERITY_CRITICAL, metric="psi(x)")
+    held = decide(PolicyConfig(cooldown_s=0), running, drift)
+    assert (held.train, held.reason) == (False, "skipped:in_flight")
+    assert due(PolicyConfig(cooldown_s=0), held.state, T0 + 2) is None  # still in flight
+    retried = due(PolicyConfig(cooldown_s=0), finished(held.state), T0 + 3)
+    assert retried is not None and (retried.train, retried.reason) == (True, "drift")
+
+
+def test_nothing_deferred_nothing_due_and_a_start_clears_what_was_deferred() -> None:
+    assert due(CONFIG, FRESH, T0) is None
+    low = decide(CONFIG, _trained_at(T0), _version("v2", 10))  # no merit: not deferred
+    assert low.reason == "skipped:not_enough_rows" and low.state.deferred is None
+    held = decide(CONFIG, _trained_at(T0), _version("v3", 20_000, at_ms=T0 + 1))
+    assert held.state.deferred is not None
+    assert started(held.state, T0 + COOLDOWN_MS).deferred is None
+
+
+def test_a_retry_does_not_recount_a_version_that_predates_the_run_it_waited_for() -> None:
+    """Replayed announcements of versions the run in flight already reads are not
+    deferred (they add no rows), so the run's end does not start a second one."""
+    running = started(FRESH, T0)
+    replay = decide(CONFIG, running, _version("old", 20_000, at_ms=T0 - 1))
+    assert replay.reason == "skipped:not_enough_rows" and replay.state.deferred is None
+    fresh = decide(CONFIG, running, _version("new", 20_000, at_ms=T0 + 1))
+    assert fresh.reason == "skipped:in_flight" and fresh.state.deferred is not None
+    retried = due(PolicyConfig(cooldown_s=0), finished(fresh.state), T0 + 5)
+    assert retried is not None and retried.train and retried.state.rows_since_last == 20_000

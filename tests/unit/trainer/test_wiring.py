@@ -8,11 +8,16 @@ from pathlib import Path
 import pytest
 
 from driftloop.v1 import events_pb2 as pb
-from services.cli.models import rollback_target
 from services.common.artifacts import ArtifactStore
 from services.common.datasets.schema import load_schemas
 from services.common.protogen import REPO_ROOT
-from services.common.registry import AliasChange, ModelRegistry, StaleFenceError
+from services.common.registry import (
+    AliasChange,
+    AliasKind,
+    ModelRegistry,
+    StaleFenceError,
+    rollback_target,
+)
 from services.trainer.specs import ModelSpecError, load_model_specs
 from services.trainer.triggers import triggers_for
 
@@ -47,6 +52,14 @@ def test_a_bad_spec_names_the_file_and_the_field(tmp_path: Path, patch: str, mes
     assert "m.yaml" in str(err.value) and message in str(err.value)
 
 
+def test_a_spec_with_a_duplicate_key_is_refused_not_silently_overridden(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "name: m1\ndataset: credit\ngate: {min_primary: 0.9}\ngate: {min_primary: 0.1}\n"
+    )
+    with pytest.raises(ModelSpecError, match=r"m.yaml: line 4: key 'gate' appears more than once"):
+        load_model_specs(tmp_path, SCHEMAS)
+
+
 def test_events_become_triggers_for_the_models_they_concern() -> None:
     specs = load_model_specs(REPO_ROOT / "deploy" / "models", SCHEMAS).values()
     version = pb.DatasetVersion(
@@ -75,7 +88,9 @@ def test_events_become_triggers_for_the_models_they_concern() -> None:
     assert triggers_for(pb.LabelEvent(), specs, now_ms=9) == []
 
 
-def _change(seq: int, version: int | None, previous: int | None, reason: str) -> AliasChange:
+def _change(
+    seq: int, version: int | None, previous: int | None, kind: AliasKind, reason: str = "r"
+) -> AliasChange:
     return AliasChange(
         seq=seq,
         model="m",
@@ -85,19 +100,37 @@ def _change(seq: int, version: int | None, previous: int | None, reason: str) ->
         actor="t",
         reason=reason,
         at_ms=0,
+        kind=kind,
     )
 
 
-def test_rollback_walks_the_champion_history_like_a_stack() -> None:
+def test_rollback_walks_the_champion_history_like_a_stack_by_kind() -> None:
     history = [
-        _change(0, 1, None, "gate passed"),
-        _change(1, 2, 1, "promoted"),
-        _change(2, 3, 2, "promoted"),
+        _change(0, 1, None, "gate"),
+        _change(1, 2, 1, "promote"),
+        _change(2, 3, 2, "promote"),
     ]
     assert rollback_target(history) == 2
-    history.append(_change(3, 2, 3, "rollback: bad canary (from v3)"))
+    # The kind decides, not the reason's words.
+    history.append(_change(3, 2, 3, "rollback", reason="bad canary"))
     assert rollback_target(history) == 1  # not back to 3
+    history.append(_change(4, 4, 2, "promote", reason="rollback: not one"))
+    assert rollback_target(history) == 2
     assert rollback_target(history[:1]) is None
+
+
+def test_alias_entries_from_before_typed_kinds_are_read_with_their_kind() -> None:
+    base = {"model": "m", "alias": "champion", "actor": "t", "at_ms": 0}
+    legacy_rollback = AliasChange.model_validate(
+        base | {"seq": 3, "version": 2, "previous": 3, "reason": "rollback: x (from v3)"}
+    )
+    legacy_removal = AliasChange.model_validate(base | {"seq": 4, "previous": 2, "reason": "x"})
+    legacy_set = AliasChange.model_validate(base | {"seq": 0, "version": 1, "reason": "first"})
+    assert (legacy_rollback.kind, legacy_removal.kind, legacy_set.kind) == (
+        "rollback",
+        "remove",
+        "set",
+    )
 
 
 def test_registry_refuses_an_alias_write_with_a_stale_fence(tmp_path: Path) -> None:
