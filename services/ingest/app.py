@@ -19,6 +19,7 @@ import uvicorn
 
 from services.common.artifacts import ArtifactStore
 from services.common.datasets.schema import load_schemas
+from services.common.failures import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
 from services.common.feature_store import OnlineFeatureStore
 from services.common.http_server import embedded_server
 from services.common.kafka import check_kafka, create_consumer, create_producer
@@ -129,8 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings)
     try:
         asyncio.run(run(settings, IngestSettings(), http=args.http))
-    except (KafkaUnavailableError, RedisUnavailableError, SettingsError) as exc:
-        # One line naming the cause (wrong password, untrusted certificate, no broker).
+    except SettingsError as exc:  # bad input: exit 2 (services.common.failures)
         _log.error("ingest.cannot_start", error=str(exc))
-        return 2
+        return EXIT_BAD_INPUT
+    except (KafkaUnavailableError, RedisUnavailableError) as exc:
+        # One line naming the cause (wrong password, untrusted certificate, no broker);
+        # a dependency that cannot be reached: exit 1, as every CLI command.
+        _log.error("ingest.cannot_start", error=str(exc))
+        return EXIT_UNAVAILABLE
     return 0

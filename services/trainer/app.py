@@ -28,6 +28,7 @@ from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactStore
 from services.common.datasets.schema import load_schemas
 from services.common.datasets.store import VersionStore
+from services.common.failures import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
 from services.common.http_server import embedded_server
 from services.common.kafka import (
     ProtobufConsumer,
@@ -326,8 +327,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings)
     try:
         asyncio.run(run(settings, TrainerSettings()))
-    except (KafkaUnavailableError, RedisUnavailableError, SettingsError) as exc:
-        # One line naming the cause (wrong password, untrusted certificate, no broker).
+    except SettingsError as exc:  # bad input: exit 2 (services.common.failures)
         _log.error("trainer.cannot_start", error=str(exc))
-        return 2
+        return EXIT_BAD_INPUT
+    except (KafkaUnavailableError, RedisUnavailableError) as exc:
+        # One line naming the cause (wrong password, untrusted certificate, no broker);
+        # a dependency that cannot be reached: exit 1, as every CLI command.
+        _log.error("trainer.cannot_start", error=str(exc))
+        return EXIT_UNAVAILABLE
     return 0
