@@ -27,6 +27,7 @@ after `services.common.ray_runtime` has set the loopback environment.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -82,7 +83,7 @@ def shard_bounds(rows: int, workers: int) -> list[tuple[int, int]]:
     if rows < workers:
         raise ValueError(f"{rows} rows cannot be split across {workers} workers")
     edges = [rows * r // workers for r in range(workers + 1)]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -154,9 +155,7 @@ def fit_distributed(
     try:
         all_params = [
             {"nthread": spec.cpus_per_worker, **p}
-            for p in (
-                {k: v for k, v in tp.items() if k != "nthread"} for tp in job.trial_params()
-            )
+            for p in ({k: v for k, v in tp.items() if k != "nthread"} for tp in job.trial_params())
         ]
         results = [
             _fit_one(params, job.seed, job.task, shards, n_features, spec, storage_dir)
@@ -239,4 +238,3 @@ def _fit_one(
         "distributed_workers": spec.workers,
     }
     return FittedModel("xgboost", artifact, _ARTIFACT_FORMAT, resolved), fit_s
-
