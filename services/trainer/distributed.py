@@ -4,8 +4,9 @@
 process. This module scales out *one fit*: the training rows are cut into `workers`
 contiguous shards (rank r holds rows [r·n/w, (r+1)·n/w) of the canonical, time-ordered
 window), each shard goes into the object store once and only its own worker fetches it,
-and XGBoost's collective (Rabit, set up by Ray Train on 127.0.0.1) all-reduces the
-quantile sketches and gradient histograms, so every worker grows the same trees. The
+and XGBoost's collective (Rabit; Ray Train starts its tracker on the node address,
+127.0.0.1 locally) all-reduces the quantile sketches and gradient histograms, so every
+worker grows the same trees. The
 validation rows are sharded the same way; XGBoost all-reduces the evaluation metric, so
 early stopping stops every worker at the same round. Rank 0 writes the booster (cut to
 its best round, as a single-process fit is) to a Ray Train checkpoint, which the driver
@@ -20,7 +21,10 @@ metrics agree with the single-process fit within a tolerance, not its bytes.
 
 Limits, honestly: the driver still loads the window and fits the feature encoder (the
 split and encoder need all rows), so the driver must hold the encoded window once; the
-workers hold only their shards. Only XGBoost is supported; the spec refuses
+workers hold only their shards. XGBoost 3.2's collective makes each worker listen on
+0.0.0.0 (INADDR_ANY is hard-coded in libxgboost, no option changes it) for the length
+of the fit: measured with /proc/net/tcp, the one exception to loopback-only listeners,
+and only with `workers > 1`. Only XGBoost is supported; the spec refuses
 `distributed.workers > 1` with `kind: mlp`. `ray` is imported inside the functions,
 after `services.common.ray_runtime` has set the loopback environment.
 """
