@@ -18,6 +18,7 @@ from services.common.datasets.schema import DatasetSchema
 from services.common.registry import validate_name
 from services.common.yaml_files import DuplicateKeyError, load_yaml
 from services.trainer.data import SplitSpec, WindowSpec
+from services.trainer.distributed import DistributedSpec
 from services.trainer.gate import GateConfig
 from services.trainer.policy import PolicyConfig
 
@@ -41,11 +42,22 @@ class ModelSpec(BaseModel):
     split: SplitSpec = SplitSpec()
     policy: PolicyConfig = PolicyConfig()
     gate: GateConfig = GateConfig()
+    # workers > 1: one data-parallel fit on that many Ray workers (distributed.py)
+    distributed: DistributedSpec = DistributedSpec()
     description: str = ""
 
     @model_validator(mode="after")
     def _check_name(self) -> Self:
         validate_name(self.name)
+        return self
+
+    @model_validator(mode="after")
+    def _check_distributed(self) -> Self:
+        if self.distributed.enabled and self.kind != "xgboost":
+            raise ValueError(
+                f"distributed.workers: a data-parallel fit supports kind 'xgboost' only, "
+                f"not {self.kind!r} (use workers: 1)"
+            )
         return self
 
     @property

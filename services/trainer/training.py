@@ -37,6 +37,7 @@ from services.common.registry import (
     StaleFenceError,
 )
 from services.trainer.data import TrainingData, TrainingDataError, load_training_data
+from services.trainer.distributed import fit_distributed
 from services.trainer.encoding import FeatureEncoder
 from services.trainer.events import model_event
 from services.trainer.gate import GateReport, evaluate_gate
@@ -209,7 +210,10 @@ class Trainer:
         )
         try:
             ensure_ray(self.ray_address, self.ray_num_cpus)  # no-op once connected
-            outcome = train_on_ray(job, data, encoder)
+            if spec.distributed.enabled:  # one data-parallel fit per trial, on Ray Train
+                outcome = fit_distributed(job, data, encoder, spec.distributed)
+            else:
+                outcome = train_on_ray(job, data, encoder)
         except Exception as exc:  # a failed trial or Ray itself: say so, never half-register
             raise _Failed("training_error", f"{type(exc).__name__}: {exc}") from None
         self.progress("gating against the champion on the holdout")
