@@ -9,5 +9,21 @@
 - `app.py` — wiring: Ray, Serve, `models.events`, health, `serving.json`
 """
 
+import os as _os
+
 # Before anything here imports ray: keeps a local Ray (and every listener) on loopback.
 import services.common.ray_runtime  # noqa: F401
+
+# Read once when ray / ray.serve are imported, so set here, before any module of this
+# package imports them; children (a local Ray's processes) inherit them.
+SERVING_RAY_ENV = {
+    # Measured (notes/ray.md): replicas run user code on their own loop and handles route
+    # on the caller's loop, each saving a thread hop per request.
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    # Serving's cluster is joined by other processes (router, tests): they need the
+    # cluster's token, which a local head keeps in ~/.ray/auth_token (or RAY_AUTH_TOKEN).
+    "RAY_AUTH_MODE": "token",
+}
+for _name, _value in SERVING_RAY_ENV.items():
+    _os.environ.setdefault(_name, _value)

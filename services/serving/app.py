@@ -179,10 +179,6 @@ async def _consume(service: ServingService, stop: asyncio.Event) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.serving", description=__doc__)
     parser.parse_args(argv)
-    from services.serving.deployment import REPLICA_ENV
-
-    for name, value in REPLICA_ENV.items():  # inherited by the Ray processes we start
-        os.environ.setdefault(name, value)
     name = os.environ.get("DRIFTLOOP_SERVICE_NAME", "driftloop-serving")
     settings = load_settings(service_name=name)
     configure_logging(settings)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ import numpy as np
 from services.common.ray_runtime import ensure_ray
 from services.common.settings import Settings
 from services.serving.config import ServingSettings
-from services.serving.deployment import DEPLOYMENT_NAME, REPLICA_ENV, app_name, parse_app_name
+from services.serving.deployment import DEPLOYMENT_NAME, app_name, parse_app_name
 from services.serving.errors import InvalidFeatures, ModelNotServed, ServingUnavailable
 from services.serving.servable import Rejected, Scored
 from services.serving.state import read_state
@@ -96,8 +95,6 @@ class ServingClient:
     ) -> ServingClient:
         """Join serving's Ray cluster and learn what it deploys (ServingUnavailable if not)."""
         serving = serving or ServingSettings()
-        for name, value in REPLICA_ENV.items():  # read when ray.serve is first imported
-            os.environ.setdefault(name, value)
         address = serving_ray_address(settings, serving)
         try:
             await asyncio.to_thread(ensure_ray, address)
@@ -129,6 +126,9 @@ class ServingClient:
             if parsed is not None and status in _LIVE_STATES:
                 variants.setdefault(parsed[0], []).append(parsed[1])
         self._variants = {model: sorted(names) for model, names in variants.items()}
+        for model, variant in list(self._handles):  # handles of removed variants go
+            if variant not in self._variants.get(model, []):
+                del self._handles[(model, variant)]
 
     async def predict(
         self,
@@ -205,13 +205,8 @@ class ServingClient:
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(self._serving.refresh_interval_s)
-            try:
+            with contextlib.suppress(ServingUnavailable):  # keep the last known list
                 await self.refresh()
-            except ServingUnavailable:
-                continue  # keep the last known list; calls report their own failures
-            live = {(m, v) for m, names in self._variants.items() for v in names}
-            for key in [k for k in self._handles if k not in live]:
-                del self._handles[key]
 
 
 def _application_states() -> dict[str, str]:

@@ -29,6 +29,7 @@ from services.common.artifacts import ArtifactStore
 from services.common.ray_runtime import REPO_ROOT
 from services.common.registry import ModelRegistry
 from services.common.settings import Settings
+from services.serving import SERVING_RAY_ENV
 from services.serving.config import BatchingSpec, ServingSettings
 from services.serving.loopback import bind_replicas_to_loopback
 from services.serving.servable import Columns, Reply, Servable
@@ -44,12 +45,7 @@ __all__ = [
 ]
 
 DEPLOYMENT_NAME = "variant"
-# Measured on this machine (notes/ray.md): the replica runs user code on its own loop
-# and the handle routes on the caller's loop, each saving a thread hop per request.
-REPLICA_ENV = {
-    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-}
+REPLICA_ENV = {k: v for k, v in SERVING_RAY_ENV.items() if k.startswith("RAY_SERVE_")}
 _CODE_FILES = (
     "services/serving/deployment.py",
     "services/serving/servable.py",
