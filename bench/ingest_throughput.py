@@ -35,14 +35,14 @@ from rich.table import Table
 
 from driftloop.v1.events_pb2 import DataEvent
 from services.common.artifacts import ArtifactStore
+from services.common.datasets.schema import load_schemas
 from services.common.kafka import create_consumer, create_producer, ensure_topics
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings, TopicNames, load_settings
 from services.ingest.config import IngestSettings
 from services.ingest.dedup import EventDedup
 from services.ingest.pipeline import IngestPipeline, wall_clock_ms
-from services.ingest.schema import load_schemas
-from services.ingest.storage import VersionStorage
+from services.ingest.storage import VersionWriter
 from services.ingest.wire import warm_up
 from tests.integration.ingest.events_gen import credit_event
 
@@ -97,7 +97,7 @@ async def pipeline_rate(
     settings: Settings, ingest: IngestSettings, n: int, artifacts: Path
 ) -> tuple[float, int]:
     """The service's pipeline from a fresh consumer group, store and dedup index."""
-    storage = VersionStorage(ArtifactStore(f"file://{artifacts}"))
+    storage = VersionWriter(ArtifactStore(f"file://{artifacts}"))
     redis = sync_redis(settings)
 
     async def sealed_ids(dataset: str, since_ms: int) -> list[str]:

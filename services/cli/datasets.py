@@ -24,8 +24,8 @@ from rich.table import Table
 from services.common.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from services.ingest.catalog import DatasetCatalog, FeatureSummary
-    from services.ingest.versioning import VersionManifest
+    from services.common.datasets.catalog import DatasetCatalog, FeatureSummary
+    from services.common.datasets.manifest import VersionManifest
 
 __all__ = ["app"]
 
@@ -48,8 +48,8 @@ PSI_ALERT = 0.2  # the ingest default for marking a version suspect
 @contextmanager
 def _clear_errors() -> Iterator[None]:
     from services.common.artifacts import ArtifactError
-    from services.ingest.catalog import CatalogError
-    from services.ingest.schema import SchemaError
+    from services.common.datasets.catalog import CatalogError
+    from services.common.datasets.schema import SchemaError
 
     try:
         yield
@@ -60,7 +60,7 @@ def _clear_errors() -> Iterator[None]:
 
 def _catalog(root: str | None) -> DatasetCatalog:
     from services.common.artifacts import ArtifactStore
-    from services.ingest.catalog import DatasetCatalog
+    from services.common.datasets.catalog import DatasetCatalog
 
     if root is None:
         return DatasetCatalog.from_settings(load_settings())
@@ -81,8 +81,8 @@ def _num(value: float | None) -> str:
 
 
 def _declared() -> list[str]:
+    from services.common.datasets.schema import SchemaError, load_schemas
     from services.ingest.config import IngestSettings
-    from services.ingest.schema import SchemaError, load_schemas
 
     try:
         return sorted(load_schemas(IngestSettings().schemas_dir))
@@ -103,7 +103,7 @@ def list_versions(
     as_json: JsonOpt = False,
 ) -> None:
     """Datasets with their version counts, or one dataset's versions oldest first."""
-    from services.ingest.catalog import CatalogError, summarize_datasets
+    from services.common.datasets.catalog import CatalogError, summarize_datasets
 
     with _clear_errors():
         catalog = _catalog(root)
@@ -174,7 +174,7 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """One version's manifest: lineage, status, and per-feature statistics."""
-    from services.ingest.catalog import summarize_feature
+    from services.common.datasets.catalog import summarize_feature
 
     with _clear_errors():
         m = _catalog(root).find(version, dataset)
@@ -225,7 +225,7 @@ def diff(
     as_json: JsonOpt = False,
 ) -> None:
     """Rows, schema and per-feature statistics of A and B side by side, with PSI of B vs A."""
-    from services.ingest.catalog import diff_versions
+    from services.common.datasets.catalog import diff_versions
 
     with _clear_errors():
         ma, mb = _resolve_pair(a, b, dataset, root)
@@ -273,9 +273,9 @@ def rebuild_features(
     import redis
 
     from services.common.artifacts import ArtifactStore
+    from services.common.datasets.store import VersionStore
     from services.common.feature_store import OnlineFeatureStore
     from services.common.redis_client import RedisUnavailableError, check_redis, sync_redis
-    from services.ingest.storage import VersionStorage
 
     with _clear_errors():
         settings = load_settings()
@@ -283,7 +283,7 @@ def rebuild_features(
             store = ArtifactStore(root) if root else ArtifactStore.from_settings(settings)
         except (ValueError, ImportError) as exc:
             raise SettingsError(f"cannot open artifact store {root!r}: {exc}") from None
-        storage = VersionStorage(store)
+        storage = VersionStore(store)
         try:
             check_redis(settings)
         except RedisUnavailableError as exc:

@@ -72,9 +72,9 @@ def _progress() -> Progress:
 
 def _sealed_rows(settings: Settings, dataset: str) -> int:
     from services.common.artifacts import ArtifactStore
-    from services.ingest.storage import VersionStorage
+    from services.common.datasets.store import VersionStore
 
-    storage = VersionStorage(ArtifactStore.from_settings(settings))
+    storage = VersionStore(ArtifactStore.from_settings(settings))
     return sum(m.row_count for m in storage.manifests(dataset))
 
 

@@ -2,8 +2,9 @@
 
 `chdb://PATH` opens ClickHouse's embedded engine (chDB) in this process; `http(s)://…`
 talks to a server. Both go through clickhouse-connect, so the calling code is the same.
-A chDB store can be opened by one process at a time (notes/clickhouse-chdb.md): only the
-monitor writes it; the launcher migrates it in a short-lived child process.
+A chDB store can be opened by one process at a time (a second one fails with "Error
+initializing EmbeddedServer … Cannot lock file …/status"): only the monitor writes it;
+the launcher migrates it in a short-lived child process.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ FeatureValues: TypeAlias = dict[str, float | str]
 
 
 class HasFeatureKinds(Protocol):
-    """A dataset schema as far as decoding needs it (`services.ingest.schema.DatasetSchema`)."""
+    """A dataset schema as far as decoding needs it (`common.datasets.schema.DatasetSchema`)."""
 
     @property
     def numeric(self) -> Mapping[str, object]: ...

@@ -3,8 +3,9 @@
 Ray rewrites 127.0.0.1 to the machine's routable address unless
 `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` is in the environment when `ray` is *imported*
 (`ray_constants` reads it once), and then the GCS, raylet and workers listen on every
-interface (notes/ray.md). So this module sets it on import, before anything here imports
-ray, and `ray` is imported inside the functions only. Import this module (or call
+interface (`ray.init(_node_ip_address="127.0.0.1")` alone does not prevent it). So this
+module sets it on import, before anything here imports ray, and `ray` is imported inside
+the functions only. Import this module (or call
 `ensure_ray`) before anything else imports ray. A deployment that runs a real multi-node
 cluster sets the variable to 1 itself; `setdefault` leaves an explicit value alone.
 

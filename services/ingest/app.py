@@ -18,6 +18,7 @@ from typing import Any
 import uvicorn
 
 from services.common.artifacts import ArtifactStore
+from services.common.datasets.schema import load_schemas
 from services.common.feature_store import OnlineFeatureStore
 from services.common.http_server import embedded_server
 from services.common.kafka import check_kafka, create_consumer, create_producer
@@ -28,8 +29,7 @@ from services.common.telemetry import setup_telemetry
 from services.ingest.config import IngestSettings
 from services.ingest.dedup import EventDedup
 from services.ingest.pipeline import IngestPipeline, wall_clock_ms
-from services.ingest.schema import load_schemas
-from services.ingest.storage import VersionStorage
+from services.ingest.storage import VersionWriter
 from services.ingest.wire import warm_up
 
 __all__ = ["main", "run"]
@@ -52,7 +52,7 @@ async def run(settings: Settings, ingest: IngestSettings, *, http: bool = False)
     schemas = load_schemas(ingest.schemas_dir)
     await check_kafka(settings)
     await asyncio.to_thread(check_redis, settings)
-    storage = VersionStorage(ArtifactStore.from_settings(settings))
+    storage = VersionWriter(ArtifactStore.from_settings(settings))
     telemetry = setup_telemetry(settings)
 
     async def sealed_ids(dataset: str, since_ms: int) -> list[str]:

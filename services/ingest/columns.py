@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from driftloop.v1.events_pb2 import DataEvent
-from services.ingest.schema import DatasetSchema
+from services.common.datasets.schema import DatasetSchema
 
 __all__ = [
     "EventColumns",

@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from services.common.datasets.schema import load_schemas
 from services.common.kafka import ProtobufProducer, create_producer
 from services.common.settings import Settings, get_settings
 from services.common.telemetry import instrument_fastapi, setup_telemetry
@@ -40,7 +41,6 @@ from services.ingest.config import IngestSettings, get_ingest_settings
 from services.ingest.http_deps import app_catalog, app_ingest_settings, app_schemas, app_settings
 from services.ingest.http_errors import error_responses, install_error_handling
 from services.ingest.http_models import HealthResponse, ReadyResponse
-from services.ingest.schema import load_schemas
 
 __all__ = [
     "app_catalog",

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from services.ingest.catalog import (
+from services.common.datasets.catalog import (
     AmbiguousVersionError,
     CatalogError,
     DatasetCatalog,
@@ -19,11 +19,11 @@ from services.ingest.catalog import (
     summarize_datasets,
     summarize_version,
 )
+from services.common.datasets.manifest import VersionManifest
+from services.common.datasets.schema import DatasetSchema
 from services.ingest.http_deps import CatalogDep, SchemasDep, dataset_or_404
 from services.ingest.http_errors import RequestError, error_responses
 from services.ingest.http_models import RequestCode
-from services.ingest.schema import DatasetSchema
-from services.ingest.versioning import VersionManifest
 
 __all__ = ["router"]
 

@@ -11,12 +11,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from services.common.datasets.catalog import DatasetCatalog
+from services.common.datasets.schema import DatasetSchema
 from services.common.settings import Settings
-from services.ingest.catalog import DatasetCatalog
 from services.ingest.config import IngestSettings
 from services.ingest.http_errors import RequestError
 from services.ingest.http_models import RequestCode
-from services.ingest.schema import DatasetSchema
 
 __all__ = [
     "CatalogDep",

@@ -24,13 +24,13 @@ import pyarrow.compute as pc
 from opentelemetry import metrics
 
 from driftloop.v1.events_pb2 import RejectedEvent
+from services.common.datasets.schema import DatasetSchema
 from services.common.feature_store import OnlineFeatureStore
 from services.common.kafka import ProtobufProducer
 from services.common.logging import get_logger
 from services.ingest.columns import FlatEvents
 from services.ingest.dedup import Claims, EventDedup
 from services.ingest.pending import PendingRows, SourceBatch
-from services.ingest.schema import DatasetSchema
 from services.ingest.sealing import OffsetTracker, SealedWatermarks
 from services.ingest.validation import (
     Code,

@@ -38,6 +38,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from opentelemetry import metrics
 
 from driftloop.v1.events_pb2 import DataEvent
+from services.common.datasets.schema import DatasetSchema
 from services.common.feature_store import OnlineFeatureStore
 from services.common.kafka import ProtobufConsumer, ProtobufProducer
 from services.common.logging import get_logger
@@ -47,10 +48,9 @@ from services.ingest.dedup import Claims, EventDedup, Strings
 from services.ingest.intake import InFlight, Intake, PipelineStats, update_online_features
 from services.ingest.pending import PendingRows, SourceBatch
 from services.ingest.poller import Poller, RebalanceListener
-from services.ingest.schema import DatasetSchema
 from services.ingest.sealer import Sealed, Sealer
 from services.ingest.sealing import OffsetTracker, SealPolicy, committable_offsets
-from services.ingest.storage import SealedState, VersionStorage
+from services.ingest.storage import SealedState, VersionWriter
 from services.ingest.validation import validate_payloads
 from services.ingest.wire import decode_flat
 
@@ -72,7 +72,7 @@ class IngestPipeline:
         *,
         consumer: ProtobufConsumer,
         producer: ProtobufProducer,
-        storage: VersionStorage,
+        storage: VersionWriter,
         dedup: EventDedup,
         schemas: dict[str, DatasetSchema],
         ingest: IngestSettings,

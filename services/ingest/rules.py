@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from services.common.datasets.schema import CategoricalFeature, DatasetSchema
 from services.ingest.columns import EventColumns
-from services.ingest.schema import CategoricalFeature, DatasetSchema
 
 __all__ = ["Code", "Flag", "evaluate_rules"]
 

@@ -17,11 +17,11 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
+from services.common.datasets.manifest import VersionManifest
+from services.common.datasets.schema import DatasetSchema
 from services.common.kafka import ProtobufProducer
 from services.ingest.pending import PendingRows
-from services.ingest.schema import DatasetSchema
-from services.ingest.storage import StoredVersion, VersionStorage, seal_version
-from services.ingest.versioning import VersionManifest
+from services.ingest.storage import StoredVersion, VersionWriter, seal_version
 
 __all__ = ["Sealed", "Sealer"]
 
@@ -36,7 +36,7 @@ class Sealer:
     def __init__(
         self,
         *,
-        storage: VersionStorage,
+        storage: VersionWriter,
         producer: ProtobufProducer,
         schemas: Mapping[str, DatasetSchema],
         versions_topic: str,

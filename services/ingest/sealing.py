@@ -14,14 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from driftloop.v1.events_pb2 import OffsetRange as OffsetRangeProto
+from services.common.datasets.manifest import OffsetRange
 
 __all__ = [
-    "OffsetRange",
     "OffsetTracker",
     "SealPolicy",
     "SealedWatermarks",
@@ -30,31 +27,6 @@ __all__ = [
 ]
 
 TopicPartition = tuple[str, int]
-
-
-class OffsetRange(BaseModel):
-    """Inclusive range of source offsets on one topic partition."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    topic: str = Field(min_length=1)
-    partition: int = Field(ge=0)
-    first_offset: int = Field(ge=0)
-    last_offset: int = Field(ge=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.first_offset > self.last_offset:
-            raise ValueError(f"first_offset {self.first_offset} > last_offset {self.last_offset}")
-        return self
-
-    def to_proto(self) -> OffsetRangeProto:
-        return OffsetRangeProto(
-            topic=self.topic,
-            partition=self.partition,
-            first_offset=self.first_offset,
-            last_offset=self.last_offset,
-        )
 
 
 @dataclass(frozen=True)

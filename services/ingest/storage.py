@@ -1,4 +1,5 @@
-"""Sealed dataset versions in the artifact store: write once, list, read back.
+"""Sealed dataset versions in the artifact store: write once (reading is
+`services.common.datasets.store`).
 
 A version is two objects under `version_paths()`: the rows as Parquet (zstd) and the
 manifest. The Parquet file is written first and the manifest last, with exclusive
@@ -24,18 +25,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from services.common.artifacts import ArtifactStore
-from services.ingest.profiling import assess_against_reference, profile_table
-from services.ingest.schema import DatasetSchema
-from services.ingest.sealing import OffsetRange, SealedWatermarks
-from services.ingest.versioning import VersionManifest, build_manifest, version_paths
+from services.common.datasets.manifest import (
+    OffsetRange,
+    VersionManifest,
+    build_manifest,
+    version_paths,
+)
+from services.common.datasets.profile import assess_against_reference, profile_table
+from services.common.datasets.schema import DatasetSchema
+from services.common.datasets.store import VersionStore
+from services.ingest.sealing import SealedWatermarks
 
 __all__ = [
-    "DATASETS_PREFIX",
     "REFERENCE_MIN_ROWS",
     "SealedState",
     "StoredVersion",
-    "VersionStorage",
+    "VersionWriter",
     "by_event_id",
     "head_versions",
     "known_categories",
@@ -45,12 +50,10 @@ __all__ = [
     "seal_version",
 ]
 
-DATASETS_PREFIX = "datasets"
 # A version is the reference profile of later seals only with this many rows (a small one,
 # sealed by age, would make PSI and null rates of the next one noise); without any, the
 # parent is.
 REFERENCE_MIN_ROWS = 1_000
-_MANIFEST_NAME = "manifest.json"
 
 
 class StoredVersion(NamedTuple):
@@ -84,11 +87,8 @@ def _parquet(ordered: pa.Table) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-class VersionStorage:
-    """The dataset-version layout over an `ArtifactStore` (file:// or s3://)."""
-
-    def __init__(self, store: ArtifactStore) -> None:
-        self.store = store
+class VersionWriter(VersionStore):
+    """The dataset-version layout over an `ArtifactStore`, with the one write ingest does."""
 
     def write(
         self, manifest: VersionManifest, table: pa.Table, data: Future[bytes] | None = None
@@ -105,47 +105,9 @@ class VersionStorage:
             return StoredVersion(self.read_manifest(paths.manifest), created=False)
         return StoredVersion(manifest, created=True)
 
-    def uris(self, manifest: VersionManifest) -> tuple[str, str]:
-        """(storage_uri, manifest_uri) for the `DatasetVersion` announcement."""
-        paths = version_paths(manifest.dataset, manifest.version_id)
-        return self.store.uri(paths.data), self.store.uri(paths.manifest)
-
-    def read_manifest(self, relpath: str) -> VersionManifest:
-        return VersionManifest.from_json(self.store.get_bytes(relpath), source=relpath)
-
-    def manifests(self, dataset: str | None = None) -> list[VersionManifest]:
-        """Every sealed version (optionally of one dataset), oldest first.
-
-        An unreadable manifest raises: skipping it would forget which offsets it covers
-        and let a replay seal its rows a second time.
-        """
-        prefix = f"{DATASETS_PREFIX}/{dataset}" if dataset else DATASETS_PREFIX
-        found = [
-            self.read_manifest(path)
-            for path in self.store.list(prefix)
-            if path.rsplit("/", 1)[-1] == _MANIFEST_NAME
-        ]
-        return sorted(found, key=lambda m: (m.created_at_ms, m.version_id))
-
-    def read_table(
-        self, manifest: VersionManifest, columns: Sequence[str] | None = None
-    ) -> pa.Table:
-        """A version's rows, verified against the stored sha256 before they are parsed."""
-        data = self.store.get_bytes(manifest.storage_relpath)
-        return pq.read_table(pa.BufferReader(data), columns=list(columns) if columns else None)
-
-    def event_ids(self, dataset: str, since_ms: int = 0) -> list[str]:
-        """Event ids of every version of `dataset` created at or after `since_ms`."""
-        ids: list[str] = []
-        for manifest in self.manifests(dataset):
-            if manifest.created_at_ms >= since_ms:
-                column = self.read_table(manifest, ["event_id"]).column("event_id")
-                ids.extend(column.to_pylist())
-        return ids
-
 
 def seal_version(
-    storage: VersionStorage,
+    storage: VersionWriter,
     schema: DatasetSchema,
     table: pa.Table,
     *,

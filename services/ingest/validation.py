@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from driftloop.v1.events_pb2 import DataEvent, RejectionReason
+from services.common.datasets.schema import DatasetSchema
 from services.ingest.columns import (
     EventColumns,
     FlatEvents,
@@ -30,7 +31,6 @@ from services.ingest.columns import (
     flat_from_events,
 )
 from services.ingest.rules import Code, Flag, evaluate_rules
-from services.ingest.schema import DatasetSchema
 from services.ingest.wire import Undecodable, decode_events, decode_flat
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The analytics store (chDB locally): migrated and checked in a short-lived child process.
 
 A chDB store can be opened by one process at a time, so neither the launcher nor its
-caller may keep it open (notes/clickhouse-chdb.md).
+caller may keep it open (a second opener fails with "Cannot lock file …/status").
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from typing import Any
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactStore
+from services.common.datasets.schema import load_schemas
+from services.common.datasets.store import VersionStore
 from services.common.http_server import embedded_server
 from services.common.kafka import (
     ProtobufConsumer,
@@ -33,8 +35,6 @@ from services.common.logging import configure_logging, get_logger
 from services.common.redis_client import check_redis, sync_redis
 from services.common.registry import ModelRegistry
 from services.common.settings import Settings, load_settings
-from services.ingest.schema import load_schemas
-from services.ingest.storage import VersionStorage
 from services.trainer.config import TrainerSettings
 from services.trainer.events import model_event
 from services.trainer.health import health_app
@@ -209,7 +209,7 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
             settings, config, threadsafe_emitter(producer, topics.models_events, loop)
         )
         starts = await last_training_starts(settings, trainer.specs)
-        storage = VersionStorage(trainer.store)
+        storage = VersionStore(trainer.store)
         manifests = {
             d: await asyncio.to_thread(storage.manifests, d)
             for d in {s.dataset for s in trainer.specs.values()}

@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.common.artifacts import ArtifactStore
-from services.ingest.schema import DatasetSchema
-from services.ingest.storage import VersionStorage
-from services.ingest.versioning import VersionManifest
+from services.common.datasets.manifest import VersionManifest
+from services.common.datasets.schema import DatasetSchema
+from services.common.datasets.store import VersionStore
 
 __all__ = [
     "SplitSpec",
@@ -140,7 +140,7 @@ def _resolve(
     return chosen
 
 
-def _read(storage: VersionStorage, schema: DatasetSchema, manifest: VersionManifest) -> pa.Table:
+def _read(storage: VersionStore, schema: DatasetSchema, manifest: VersionManifest) -> pa.Table:
     expected = schema.arrow_schema()
     table = storage.read_table(manifest)
     found = {f.name: f.type for f in table.schema}
@@ -234,7 +234,7 @@ def load_training_data(
     """Labelled rows of the chosen versions of `schema`'s dataset, split by event time."""
     if schema.label is None:
         raise TrainingDataError("bad_label", f"dataset {schema.name!r} declares no label")
-    storage = VersionStorage(store)
+    storage = VersionStore(store)
     chosen = _resolve(storage.manifests(schema.name), schema, window, version_ids)
     table = pa.concat_tables([_read(storage, schema, m) for m in chosen])
     duplicated = pd.Series(table.column("event_id").to_numpy(zero_copy_only=False)).duplicated(

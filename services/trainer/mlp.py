@@ -22,7 +22,7 @@ from pydantic import JsonValue
 
 from services.common.predictors import build_mlp_network, mlp_hidden_units
 from services.common.registry import save_torch
-from services.trainer.models import param_float, param_int
+from services.trainer.params import param_float, param_int
 
 __all__ = ["MLP_DEFAULTS", "fit_mlp"]
 

@@ -19,6 +19,8 @@ from pydantic import JsonValue
 
 from services.common.predictors import Predictor, predictor_for, predictor_from_loaded
 from services.common.registry import load_artifact, save_xgboost
+from services.trainer import mlp
+from services.trainer.params import param_float, param_int, resolve_params
 
 __all__ = [
     "XGBOOST_DEFAULTS",
@@ -27,10 +29,7 @@ __all__ = [
     "Task",
     "fit_model",
     "metric_name",
-    "param_float",
-    "param_int",
     "predictor_from_loaded",
-    "resolve_params",
     "validation_loss",
     "xgboost_train_args",
 ]
@@ -108,36 +107,10 @@ def fit_model(
     if kind == "xgboost":
         return _fit_xgboost(X_train, y_train, X_val, y_val, params, seed, task)
     if kind == "mlp":
-        from services.trainer import mlp
-
         hyper = resolve_params(mlp.MLP_DEFAULTS, params, "mlp")
         artifact, resolved = mlp.fit_mlp(X_train, y_train, X_val, y_val, hyper, seed, task)
         return FittedModel("mlp", artifact, _ARTIFACT_FORMAT["mlp"], resolved)
     raise ValueError(f"unknown model kind {kind!r}; expected 'xgboost' or 'mlp'")
-
-
-def resolve_params(
-    defaults: Mapping[str, JsonValue], params: Mapping[str, JsonValue], kind: str
-) -> dict[str, JsonValue]:
-    """`defaults` with `params` applied; a key the kind does not know is a mistake."""
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown {kind} params {unknown}; known: {sorted(defaults)}")
-    return {**defaults, **params}
-
-
-def param_int(params: Mapping[str, JsonValue], key: str) -> int:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise ValueError(f"param {key!r} must be an integer, got {value!r}")
-    return int(value)
-
-
-def param_float(params: Mapping[str, JsonValue], key: str) -> float:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"param {key!r} must be a number, got {value!r}")
-    return float(value)
 
 
 def _fit_xgboost(

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from services.common.datasets.schema import DatasetSchema
 from services.common.encoding import FeatureEncoder
 from services.common.registry import (
     CategoricalProfile,
@@ -19,7 +20,6 @@ from services.common.registry import (
     NumericProfile,
     ReferenceProfile,
 )
-from services.ingest.schema import DatasetSchema
 from services.trainer.models import Task
 
 __all__ = ["BINARY_SCORE_EDGES", "N_BINS", "build_reference_profile"]

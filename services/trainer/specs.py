@@ -14,8 +14,8 @@ from typing import Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
+from services.common.datasets.schema import DatasetSchema
 from services.common.registry import validate_name
-from services.ingest.schema import DatasetSchema
 from services.trainer.data import SplitSpec, WindowSpec
 from services.trainer.gate import GateConfig
 from services.trainer.policy import PolicyConfig

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping
 from aiokafka import TopicPartition
 
 from driftloop.v1 import events_pb2 as pb
+from services.common.datasets.manifest import VersionManifest
 from services.common.kafka import create_consumer
 from services.common.settings import Settings
-from services.ingest.versioning import VersionManifest
 from services.trainer.policy import ModelState
 from services.trainer.specs import ModelSpec
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactError, ArtifactStore
+from services.common.datasets.schema import DatasetSchema
 from services.common.encoding import FeatureEncoder
 from services.common.logging import get_logger
 from services.common.protogen import REPO_ROOT
@@ -36,7 +37,6 @@ from services.common.registry import (
     RegistrationInfo,
     StaleFenceError,
 )
-from services.ingest.schema import DatasetSchema
 from services.trainer.data import TrainingData, TrainingDataError, load_training_data
 from services.trainer.events import model_event
 from services.trainer.gate import GateReport, evaluate_gate

@@ -12,12 +12,12 @@ import pytest
 import redis
 
 from services.common.artifacts import ArtifactStore
+from services.common.datasets.schema import DatasetSchema
 from services.common.feature_store import FeatureKind, OnlineFeatureStore
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings, load_settings
 from services.ingest.pipeline import update_online_features
-from services.ingest.schema import DatasetSchema
-from services.ingest.storage import VersionStorage, seal_version
+from services.ingest.storage import VersionWriter, seal_version
 from tests.conftest import run_cli
 
 KINDS: dict[str, FeatureKind] = {"amount": "numeric", "age": "numeric", "region": "categorical"}
@@ -260,7 +260,7 @@ def test_cli_rebuilds_from_the_sealed_versions(
 ) -> None:
     schema = _schema(dataset)
     root = f"file://{tmp_path / 'artifacts'}"
-    storage = VersionStorage(ArtifactStore(root))
+    storage = VersionWriter(ArtifactStore(root))
     parent = None
     for i, table in enumerate([FIRST, SECOND]):
         typed = table.cast(schema.arrow_schema())

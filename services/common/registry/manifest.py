@@ -3,14 +3,14 @@
 A manifest is immutable JSON, written once as the commit point of a registration. The
 reference profile is what the monitor compares live traffic against (PSI/KS on the
 numeric bins, chi-squared/JS on category counts, prediction drift on the score histogram).
+Its histograms are `services.common.datasets.profile.Histogram`, the one binning code
+that dataset versions' profiles use too.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Self
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -22,8 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-if TYPE_CHECKING:
-    import numpy as np
+from services.common.datasets.profile import Histogram
 
 __all__ = [
     "FORMAT_FRAMEWORK",
@@ -85,45 +84,6 @@ class ArtifactRef(_Frozen):
     format: ArtifactFormat
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)
-
-
-class Histogram(_Frozen):
-    """Counts over bins `[e0, e1), [e1, e2), …, [e_{n-1}, e_n]`.
-
-    Edges are finite (JSON has no infinity): a value below e0 or above e_n is counted in
-    the first or last bin, so training quantiles make good edges.
-    """
-
-    bin_edges: list[float] = Field(min_length=2)
-    counts: list[int]
-
-    @model_validator(mode="after")
-    def _check_bins(self) -> Histogram:
-        edges = self.bin_edges
-        if len(self.counts) != len(edges) - 1:
-            raise ValueError(
-                f"{len(edges)} bin edges need {len(edges) - 1} counts, got {len(self.counts)}"
-            )
-        if any(b <= a for a, b in itertools.pairwise(edges)):
-            raise ValueError(f"bin edges must be strictly increasing, got {edges}")
-        if any(c < 0 for c in self.counts):
-            raise ValueError(f"counts must be >= 0, got {self.counts}")
-        return self
-
-    @classmethod
-    def from_values(cls, values: Sequence[float] | np.ndarray, n_bins: int = 10) -> Self:
-        """Quantile bins of the finite `values` (ties merged, so maybe fewer than n_bins)."""
-        import numpy as np
-
-        arr = np.asarray(values, dtype=float)
-        arr = arr[np.isfinite(arr)]
-        if arr.size == 0:
-            raise ValueError("cannot build a histogram from no finite values")
-        edges = np.unique(np.quantile(arr, np.linspace(0.0, 1.0, n_bins + 1)))
-        if edges.size < 2:  # a constant column still gets one bin around its value
-            edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
-        counts, _ = np.histogram(np.clip(arr, edges[0], edges[-1]), bins=edges)
-        return cls(bin_edges=[float(e) for e in edges], counts=[int(c) for c in counts])
 
 
 class NumericProfile(Histogram):

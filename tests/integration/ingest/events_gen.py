@@ -27,11 +27,11 @@ from google.protobuf.message import Message
 
 from driftloop.v1.events_pb2 import DataEvent
 from services.common.artifacts import ArtifactStore
+from services.common.datasets.manifest import VersionManifest
 from services.common.kafka import create_consumer, create_producer, ensure_topics
 from services.common.kafka_serde import base_headers
 from services.common.settings import Settings, TopicNames, load_settings
-from services.ingest.storage import VersionStorage
-from services.ingest.versioning import VersionManifest
+from services.ingest.storage import VersionWriter
 
 __all__ = [
     "BAD_KINDS",
@@ -235,7 +235,7 @@ async def read_topic(
 
 def sealed_rows(artifact_root: str) -> tuple[list[VersionManifest], pa.Table]:
     """Every sealed version under `artifact_root` and all their rows, concatenated."""
-    storage = VersionStorage(ArtifactStore(artifact_root))
+    storage = VersionWriter(ArtifactStore(artifact_root))
     manifests = storage.manifests()
     tables = [storage.read_table(m) for m in manifests]
     return manifests, pa.concat_tables(tables) if tables else pa.table({"event_id": []})

@@ -25,18 +25,22 @@ from aiokafka import TopicPartition
 
 from driftloop.v1.events_pb2 import DataEvent, DataEventBatch
 from services.common.artifacts import ArtifactStore
+from services.common.datasets.catalog import DatasetCatalog
+from services.common.datasets.manifest import (
+    OffsetRange,
+    VersionManifest,
+    build_manifest,
+    version_paths,
+)
+from services.common.datasets.profile import assess_against_reference, profile_table
+from services.common.datasets.schema import DatasetSchema, load_schemas
 from services.common.kafka import Envelope, ProtobufConsumer, create_consumer, ensure_topics
 from services.common.logging import configure_logging
 from services.common.settings import Settings, TopicNames, load_settings
-from services.ingest.catalog import DatasetCatalog
 from services.ingest.config import IngestSettings
 from services.ingest.http_api import app_catalog, app_settings, create_http_app
 from services.ingest.http_models import ErrorResponse
-from services.ingest.profiling import assess_against_reference, profile_table
-from services.ingest.schema import DatasetSchema, load_schemas
-from services.ingest.sealing import OffsetRange
 from services.ingest.validation import validate_batch
-from services.ingest.versioning import VersionManifest, build_manifest, version_paths
 from tests.conftest import run_cli
 
 PARTITIONS = 3

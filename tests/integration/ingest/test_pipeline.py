@@ -21,12 +21,12 @@ from aiokafka import TopicPartition
 
 from driftloop.v1.events_pb2 import DataEvent, DatasetVersion, RejectedEvent
 from services.common.artifacts import ArtifactStore
+from services.common.datasets.schema import load_schema
 from services.common.feature_store import OnlineFeatureStore, feature_columns, latest_per_key
 from services.common.kafka import create_consumer
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings
-from services.ingest.schema import load_schema
-from services.ingest.storage import VersionStorage
+from services.ingest.storage import VersionWriter
 from tests.integration.ingest.events_gen import (
     BAD_KINDS,
     IngestProcess,
@@ -143,7 +143,7 @@ async def test_every_event_is_versioned_or_dead_lettered_exactly_once(
 
     # The shifted batch is its own version, suspect, with the feature named.
     last = manifests[-1]
-    storage = VersionStorage(ArtifactStore(root))
+    storage = VersionWriter(ArtifactStore(root))
     last_ids = storage.read_table(last, ["event_id"]).column("event_id").to_pylist()
     assert set(last_ids) == {it.event_id for it in shifted}
     assert last.row_count == N_SHIFTED and last.status == "suspect", last.status_reasons

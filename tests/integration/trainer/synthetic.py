@@ -20,9 +20,9 @@ import pyarrow as pa
 from scipy.stats import rankdata
 
 from services.common.artifacts import ArtifactStore
-from services.ingest.schema import DatasetSchema, load_schema
-from services.ingest.storage import VersionStorage, seal_version
-from services.ingest.versioning import VersionManifest
+from services.common.datasets.manifest import VersionManifest
+from services.common.datasets.schema import DatasetSchema, load_schema
+from services.ingest.storage import VersionWriter, seal_version
 
 __all__ = [
     "CREDIT_SCHEMA_PATH",
@@ -150,7 +150,7 @@ def seal_tables(
     first_created_at_ms: int = 1_000,
 ) -> list[VersionManifest]:
     """Seal each table as the next version (the chain ingest would build), oldest first."""
-    storage = VersionStorage(store)
+    storage = VersionWriter(store)
     parent: VersionManifest | None = None
     sealed = []
     for i, table in enumerate(tables):

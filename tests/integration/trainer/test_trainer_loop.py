@@ -16,12 +16,12 @@ import pytest
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactStore
+from services.common.datasets.schema import load_schemas
+from services.common.datasets.store import VersionStore
 from services.common.kafka import create_producer, ensure_topics
 from services.common.redis_client import sync_redis
 from services.common.registry import ModelRegistry
 from services.common.settings import Settings
-from services.ingest.schema import load_schemas
-from services.ingest.storage import VersionStorage
 from services.trainer.lock import TrainingLock
 from tests.integration.ingest.events_gen import publish
 from tests.integration.trainer.loop_harness import (
@@ -82,7 +82,7 @@ async def _seal(settings: Settings, env: dict[str, str], tmp: Path, n: int, seed
     ingest = ServiceProcess(
         ["-m", "services.ingest"], {**env, **INGEST_ENV}, tmp / "ingest.log"
     ).start()
-    storage = VersionStorage(ArtifactStore(settings.artifact_root))
+    storage = VersionStore(ArtifactStore(settings.artifact_root))
     try:
         await publish(settings, settings.topics.data_events, labelled_stream(n, seed=seed))
         deadline = time.monotonic() + 120
@@ -133,7 +133,7 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
         registry = ModelRegistry(ArtifactStore(settings.artifact_root))
         assert registry.aliases("credit-loop") == {"champion": 1}
         manifest = registry.manifest("credit-loop", "champion")
-        sealed = {m.version_id for m in VersionStorage(registry.store).manifests("credit")}
+        sealed = {m.version_id for m in VersionStore(registry.store).manifests("credit")}
         assert manifest.training_datasets and set(manifest.training_datasets) <= sealed
         assert manifest.code_version and "xgboost" in manifest.library_versions
         assert manifest.gate_report is not None and manifest.gate_report["passed"]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from driftloop.v1.events_pb2 import DataEvent
-from services.ingest.schema import DatasetSchema
+from services.common.datasets.schema import DatasetSchema
 
 NOW_MS = 1_700_000_000_000
 

@@ -12,7 +12,7 @@ import pytest
 
 from driftloop.v1.events_pb2 import DataEvent
 from services.common.artifacts import ArtifactStore
-from services.ingest.catalog import (
+from services.common.datasets.catalog import (
     AmbiguousVersionError,
     CatalogError,
     DatasetCatalog,
@@ -23,16 +23,20 @@ from services.ingest.catalog import (
     resolve_version,
     summarize_datasets,
 )
-from services.ingest.profiling import (
+from services.common.datasets.manifest import (
+    OffsetRange,
+    VersionManifest,
+    build_manifest,
+    version_paths,
+)
+from services.common.datasets.profile import (
     assess_against_reference,
     feature_psi,
     profile_column,
     profile_table,
 )
-from services.ingest.schema import DatasetSchema
-from services.ingest.sealing import OffsetRange
+from services.common.datasets.schema import DatasetSchema
 from services.ingest.validation import validate_batch
-from services.ingest.versioning import VersionManifest, build_manifest, version_paths
 from tests.unit.ingest.conftest import LOANS, NOW_MS, make_event
 
 

@@ -17,10 +17,10 @@ from aiokafka.structs import ConsumerRecord
 from opentelemetry import metrics
 
 from driftloop.v1.events_pb2 import DataEvent, RejectedEvent
+from services.common.datasets.schema import DatasetSchema
 from services.ingest.dedup import Claims, Strings
 from services.ingest.intake import Intake, PipelineStats
 from services.ingest.pending import PendingRows, SourceBatch
-from services.ingest.schema import DatasetSchema
 from services.ingest.sealing import SealedWatermarks
 from services.ingest.wire import decode_flat
 from tests.unit.ingest.conftest import NOW_MS, make_event

@@ -8,9 +8,10 @@ import pyarrow as pa
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from services.common.datasets.manifest import OffsetRange
 from services.ingest.dedup import owner_of
 from services.ingest.pending import PendingRows, Record, SourceBatch
-from services.ingest.sealing import OffsetRange, OffsetTracker, SealedWatermarks
+from services.ingest.sealing import OffsetTracker, SealedWatermarks
 
 T = "data.events"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from services.ingest.profiling import (
+from services.common.datasets.profile import (
     MIN_PER_BIN,
     MIN_PROFILE_COUNT,
     PSI_EPSILON,

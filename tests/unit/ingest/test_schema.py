@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from services.ingest.schema import (
+from services.common.datasets.schema import (
     DatasetSchema,
     SchemaError,
     load_schema,

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from driftloop.v1.events_pb2 import DataEvent, RejectionReason
-from services.ingest.schema import DatasetSchema
+from services.common.datasets.schema import DatasetSchema
 from services.ingest.validation import (
     Code,
     DatasetContext,

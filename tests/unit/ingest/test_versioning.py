@@ -11,23 +11,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.ingest.profiling import (
-    Assessment,
-    assess_against_reference,
-    profile_table,
-)
-from services.ingest.schema import DatasetSchema, schema_hash
-from services.ingest.sealing import OffsetRange
-from services.ingest.storage import REFERENCE_MIN_ROWS, SealedState, reference_versions
-from services.ingest.validation import validate_batch
-from services.ingest.versioning import (
+from services.common.datasets.manifest import (
     ManifestError,
+    OffsetRange,
     VersionManifest,
     build_manifest,
     content_hash,
     version_id_for,
     version_paths,
 )
+from services.common.datasets.profile import (
+    Assessment,
+    assess_against_reference,
+    profile_table,
+)
+from services.common.datasets.schema import DatasetSchema, schema_hash
+from services.ingest.storage import REFERENCE_MIN_ROWS, SealedState, reference_versions
+from services.ingest.validation import validate_batch
 from tests.unit.ingest.conftest import NOW_MS, make_event
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from driftloop.v1.events_pb2 import DataEvent
-from services.ingest.schema import DatasetSchema
+from services.common.datasets.schema import DatasetSchema
 from services.ingest.validation import (
     DatasetContext,
     ValidationResult,

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.common.artifacts import ArtifactStore
-from services.ingest.schema import DatasetSchema
+from services.common.datasets.schema import DatasetSchema
 from services.trainer.data import (
     SplitSpec,
     TrainingDataError,

@@ -10,9 +10,9 @@ import pytest
 from driftloop.v1 import events_pb2 as pb
 from services.cli.models import rollback_target
 from services.common.artifacts import ArtifactStore
+from services.common.datasets.schema import load_schemas
 from services.common.protogen import REPO_ROOT
 from services.common.registry import AliasChange, ModelRegistry, StaleFenceError
-from services.ingest.schema import load_schemas
 from services.trainer.specs import ModelSpecError, load_model_specs
 from services.trainer.triggers import triggers_for
 

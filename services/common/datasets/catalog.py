@@ -8,7 +8,7 @@ as `version_paths()` puts them. Everything but `DatasetCatalog` is a pure functi
 PSI between two versions compares their stored histograms, not raw rows: numeric bins
 are the older side's (`a`) quantile edges, and `b`'s histogram is re-binned onto them
 assuming values are spread evenly within each of its own bins (values outside `a`'s
-range count in its first or last bin, as in `profiling.feature_psi`). Categorical PSI
+range count in its first or last bin, as in `profile.feature_psi`). Categorical PSI
 is exact over the union of categories.
 """
 
@@ -19,13 +19,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from services.common.artifacts import ArtifactError, ArtifactStore
+from services.common.datasets.manifest import (
+    DATASETS_PREFIX,
+    MANIFEST_NAME,
+    ManifestError,
+    VersionManifest,
+    version_paths,
+)
+from services.common.datasets.profile import FeatureProfile, histogram_psi, psi
 from services.common.settings import Settings
-from services.ingest.profiling import FeatureProfile, psi
-from services.ingest.versioning import ManifestError, VersionManifest, version_paths
 
 __all__ = [
     "AmbiguousVersionError",
@@ -185,14 +190,6 @@ def summarize_feature(profile: FeatureProfile) -> FeatureSummary:
     )
 
 
-def _rebin(edges: Sequence[float], counts: Sequence[int], onto: Sequence[float]) -> np.ndarray:
-    """Counts of histogram (edges, counts) on the bins `onto`, spread evenly within each
-    source bin; mass outside `onto` falls into its first / last bin."""
-    cumulative = np.concatenate([[0.0], np.cumsum(np.asarray(counts, dtype=np.float64))])
-    inner = np.interp(np.asarray(onto[1:-1], dtype=np.float64), edges, cumulative)
-    return np.diff(np.concatenate([[0.0], inner, [cumulative[-1]]]))
-
-
 def profile_psi(a: FeatureProfile, b: FeatureProfile) -> float | None:
     """PSI of `b` against reference `a` from their stored profiles (see module doc)."""
     if a.kind != b.kind or not a.count or not b.count:
@@ -203,9 +200,10 @@ def profile_psi(a: FeatureProfile, b: FeatureProfile) -> float | None:
             [a.category_counts.get(c, 0) for c in categories],
             [b.category_counts.get(c, 0) for c in categories],
         )
-    if len(a.bin_edges) < 2 or len(b.bin_edges) < 2 or not sum(b.bin_counts):
+    ha, hb = a.histogram(), b.histogram()
+    if ha is None or hb is None or not sum(hb.counts):
         return None
-    return psi(a.bin_counts, _rebin(b.bin_edges, b.bin_counts, a.bin_edges))
+    return histogram_psi(ha, hb)
 
 
 def diff_versions(a: VersionManifest, b: VersionManifest) -> VersionDiff:
@@ -254,11 +252,11 @@ class DatasetCatalog:
         """Version ids with a manifest, per dataset (from paths only; nothing is read)."""
         if dataset is not None and not _DATASET.match(dataset):
             return {}
-        prefix = "datasets" if dataset is None else f"datasets/{dataset}/versions"
+        prefix = DATASETS_PREFIX if dataset is None else f"{DATASETS_PREFIX}/{dataset}/versions"
         found: dict[str, list[str]] = {}
         for path in self.store.list(prefix):
             parts = path.split("/")
-            if len(parts) == 5 and parts[2] == "versions" and parts[4] == "manifest.json":
+            if len(parts) == 5 and parts[2] == "versions" and parts[4] == MANIFEST_NAME:
                 found.setdefault(parts[1], []).append(parts[3])
         return found
 

@@ -1,9 +1,11 @@
-"""Feature statistics of accepted rows, and the upstream-drift check of a sealed batch.
+"""Feature statistics of accepted rows, the one histogram type, PSI, and the upstream-drift
+check of a sealed batch.
 
 A version's profile is stored in its manifest and announced as `FeatureStats`; the
 previous version's profile is the reference the next batch is compared with. A batch
 whose distribution (PSI) or null rate jumps is marked `suspect`, still stored, so an
-upstream break is visible before a model trains on it.
+upstream break is visible before a model trains on it. A model's reference profile
+(`services.common.registry`) bins its features and scores with the same `Histogram`.
 
 PSI over bins i with reference proportions e_i and new proportions a_i:
 
@@ -17,13 +19,14 @@ Categorical bins are the union of the categories seen on either side.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Self
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from driftloop.v1.events_pb2 import FeatureStats
 
@@ -35,8 +38,10 @@ __all__ = [
     "Assessment",
     "DatasetProfile",
     "FeatureProfile",
+    "Histogram",
     "assess_against_reference",
     "feature_psi",
+    "histogram_psi",
     "profile_column",
     "profile_table",
     "psi",
@@ -51,6 +56,61 @@ MIN_PROFILE_COUNT = 100  # fewer values than this are not compared (chance domin
 MIN_PER_BIN = 20
 # Identity and time columns are not features: profiling them would only add noise.
 _NOT_PROFILED = frozenset({"event_id", "entity_key", "event_time_ms"})
+
+
+class Histogram(BaseModel):
+    """Counts over bins `[e0, e1), [e1, e2), …, [e_{n-1}, e_n]`.
+
+    Edges are finite (JSON has no infinity): a value below e0 or above e_n is counted in
+    the first or last bin, so quantiles of a reference sample make good edges.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    bin_edges: list[float] = Field(min_length=2)
+    counts: list[int]
+
+    @model_validator(mode="after")
+    def _check_bins(self) -> Self:
+        edges = self.bin_edges
+        if len(self.counts) != len(edges) - 1:
+            raise ValueError(
+                f"{len(edges)} bin edges need {len(edges) - 1} counts, got {len(self.counts)}"
+            )
+        if any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ValueError(f"bin edges must be strictly increasing, got {edges}")
+        if any(c < 0 for c in self.counts):
+            raise ValueError(f"counts must be >= 0, got {self.counts}")
+        return self
+
+    @classmethod
+    def from_values(cls, values: Sequence[float] | np.ndarray, n_bins: int = DEFAULT_BINS) -> Self:
+        """Quantile bins of the finite `values` (ties merged, so maybe fewer than n_bins;
+        a constant sample gets one bin of width 1 around its value)."""
+        arr = np.asarray(values, dtype=np.float64)
+        arr = arr[np.isfinite(arr)]
+        if arr.size == 0:
+            raise ValueError("cannot build a histogram from no finite values")
+        edges = np.unique(np.quantile(arr, np.linspace(0.0, 1.0, n_bins + 1)))
+        if edges.size < 2:
+            edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+        return cls(bin_edges=edges.tolist(), counts=_bin_counts(arr, edges).tolist())
+
+    def count(self, values: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Counts of `values` on these bins (outside values in the first / last bin)."""
+        return _bin_counts(np.asarray(values, dtype=np.float64), np.asarray(self.bin_edges))
+
+    def rebin(self, onto: Sequence[float]) -> np.ndarray:
+        """These counts on the bins `onto`, spread evenly within each of this histogram's
+        bins; mass outside `onto` falls into its first / last bin."""
+        cumulative = np.concatenate([[0.0], np.cumsum(np.asarray(self.counts, dtype=np.float64))])
+        inner = np.interp(np.asarray(onto[1:-1], dtype=np.float64), self.bin_edges, cumulative)
+        return np.diff(np.concatenate([[0.0], inner, [cumulative[-1]]]))
+
+
+def _bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
+    return counts
 
 
 class FeatureProfile(BaseModel):
@@ -75,6 +135,12 @@ class FeatureProfile(BaseModel):
     def null_rate(self) -> float:
         total = self.count + self.null_count
         return self.null_count / total if total else 0.0
+
+    def histogram(self) -> Histogram | None:
+        """The numeric bins as a `Histogram` (None for categorical or empty columns)."""
+        if self.kind != "numeric" or len(self.bin_edges) < 2:
+            return None
+        return Histogram(bin_edges=self.bin_edges, counts=self.bin_counts)
 
     def to_proto(self) -> FeatureStats:
         # proto3 doubles cannot be absent: an empty column reads back as count == 0.
@@ -150,10 +216,7 @@ def profile_column(
         nulls = len(column) - values.size
         if not values.size:
             return FeatureProfile(name=name, kind="numeric", count=0, null_count=nulls)
-        edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, n_bins + 1)))
-        if edges.size < 2:
-            edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
-        counts, _ = np.histogram(values, bins=edges)
+        hist = Histogram.from_values(values, n_bins)
         return FeatureProfile(
             name=name,
             kind="numeric",
@@ -163,8 +226,8 @@ def profile_column(
             std=float(values.std()),
             min=float(values.min()),
             max=float(values.max()),
-            bin_edges=edges.tolist(),
-            bin_counts=counts.tolist(),
+            bin_edges=hist.bin_edges,
+            bin_counts=hist.counts,
         )
     strings = _string_values(column)
     if not (pa.types.is_string(strings.type) or pa.types.is_large_string(strings.type)):
@@ -202,6 +265,12 @@ def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.nda
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+def histogram_psi(reference: Histogram, other: Histogram) -> float:
+    """PSI of `other` against `reference` when only their histograms are known: `other`
+    is re-binned onto the reference's edges (`Histogram.rebin`)."""
+    return psi(reference.counts, other.rebin(reference.bin_edges))
+
+
 def feature_psi(
     reference: FeatureProfile,
     column: pa.Array | pa.ChunkedArray,
@@ -213,11 +282,10 @@ def feature_psi(
     if reference.kind == "numeric":
         values = _numeric_values(column)
         enough = max(min_count, MIN_PER_BIN * (len(reference.bin_edges) - 1))
-        if min(values.size, reference.count) < enough or len(reference.bin_edges) < 2:
+        hist = reference.histogram()
+        if min(values.size, reference.count) < enough or hist is None:
             return None
-        edges = np.asarray(reference.bin_edges)
-        actual, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
-        return psi(reference.bin_counts, actual)
+        return psi(hist.counts, hist.count(values))
     new = profile_column(reference.name, column).category_counts
     enough = max(min_count, MIN_PER_BIN * len(reference.category_counts))
     if min(sum(new.values()), reference.count) < enough:

@@ -1,4 +1,5 @@
-"""Content-addressed dataset versions: the content hash, the version id, the manifest.
+"""Content-addressed dataset versions: the content hash, the version id, the manifest and
+where a version lives in the artifact store (`version_paths`).
 
 The version id depends only on what the rows are (dataset, schema hash, content hash),
 never on when or in which order they arrived, so replaying the same records after a
@@ -18,15 +19,15 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from driftloop.v1.events_pb2 import DatasetVersion
-from services.ingest.profiling import Assessment, DatasetProfile, FeatureProfile
-from services.ingest.schema import DatasetSchema, schema_hash
-from services.ingest.sealing import OffsetRange, OffsetTracker, SealPolicy
+from driftloop.v1.events_pb2 import OffsetRange as OffsetRangeProto
+from services.common.datasets.profile import Assessment, DatasetProfile, FeatureProfile
+from services.common.datasets.schema import DatasetSchema, schema_hash
 
 __all__ = [
+    "DATASETS_PREFIX",
+    "MANIFEST_NAME",
     "ManifestError",
     "OffsetRange",
-    "OffsetTracker",
-    "SealPolicy",
     "VersionManifest",
     "VersionPaths",
     "build_manifest",
@@ -35,6 +36,8 @@ __all__ = [
     "version_paths",
 ]
 
+DATASETS_PREFIX = "datasets"  # in the artifact store
+MANIFEST_NAME = "manifest.json"
 _CONTENT_DOMAIN = b"driftloop.dataset.content.v1\0"
 _VERSION_DOMAIN = "driftloop.dataset.version.v1"
 _HEX32, _HEX64 = r"^[0-9a-f]{32}$", r"^[0-9a-f]{64}$"
@@ -123,14 +126,39 @@ def version_id_for(dataset: str, schema_hash_hex: str, content_hash_hex: str) ->
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+class OffsetRange(BaseModel):
+    """Inclusive range of source offsets on one topic partition."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str = Field(min_length=1)
+    partition: int = Field(ge=0)
+    first_offset: int = Field(ge=0)
+    last_offset: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.first_offset > self.last_offset:
+            raise ValueError(f"first_offset {self.first_offset} > last_offset {self.last_offset}")
+        return self
+
+    def to_proto(self) -> OffsetRangeProto:
+        return OffsetRangeProto(
+            topic=self.topic,
+            partition=self.partition,
+            first_offset=self.first_offset,
+            last_offset=self.last_offset,
+        )
+
+
 class VersionPaths(NamedTuple):
     data: str  # Parquet (zstd), relative to the artifact store root
     manifest: str
 
 
 def version_paths(dataset: str, version_id: str) -> VersionPaths:
-    base = f"datasets/{dataset}/versions/{version_id}"
-    return VersionPaths(f"{base}/data.parquet", f"{base}/manifest.json")
+    base = f"{DATASETS_PREFIX}/{dataset}/versions/{version_id}"
+    return VersionPaths(f"{base}/data.parquet", f"{base}/{MANIFEST_NAME}")
 
 
 class ManifestError(ValueError):
