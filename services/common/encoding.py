@@ -172,7 +172,14 @@ class FeatureEncoder(BaseModel):
         problems: list[FeatureProblem] = []
         known = {f.name for f in self.features}
         problems += [(name, "not a feature of this model") for name in columns if name not in known]
-        lengths = {name: len(values) for name, values in columns.items()}
+        lengths: dict[str, int] = {}
+        for name, values in columns.items():
+            if isinstance(values, str | bytes) or not hasattr(values, "__len__"):
+                problems.append(
+                    (name, f"expected a sequence of values, got {type(values).__name__}")
+                )
+            else:
+                lengths[name] = len(values)
         rows = max(lengths.values(), default=0)
         if len(set(lengths.values())) > 1:
             problems += [
