@@ -191,13 +191,13 @@ class FeatureEncoder(BaseModel):
             raise EncodingError(_summary(problems), problems)
         out = np.full((rows, self.n_features), np.nan, dtype=np.float32)
         for j, feature in enumerate(self.features):
-            values = columns.get(feature.name)
-            if values is None:
+            column = columns.get(feature.name)
+            if column is None:
                 continue
             problem = (
-                _encode_numeric(values, out[:, j])
+                _encode_numeric(column, out[:, j])
                 if feature.kind == "numeric"
-                else _encode_categorical(values, feature.vocabulary, out[:, j])
+                else _encode_categorical(column, feature.vocabulary, out[:, j])
             )
             if problem:
                 problems.append((feature.name, problem))
