@@ -20,7 +20,8 @@ from services.common.feature_rows import EVENT_TIME_FIELD, FeatureValues
 
 __all__ = ["FeatureFrame", "Fill", "ModelContract", "fill_missing"]
 
-Lookup = Callable[[str, Sequence[str]], list[FeatureValues | None]]
+# (the model's contract, entity keys) -> the stored row of each key, None where absent
+Lookup = Callable[["ModelContract", Sequence[str]], list[FeatureValues | None]]
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def fill_missing(
     if rows.size == 0:
         return fill
     keyed = [int(i) for i in rows if keys[i]]
-    stored = lookup(contract.dataset, [keys[i] for i in keyed]) if keyed else []
+    stored = lookup(contract, [keys[i] for i in keyed]) if keyed else []
     found = dict(zip(keyed, stored, strict=True))
     for i in (int(r) for r in rows):
         values = found.get(i)
