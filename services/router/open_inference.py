@@ -80,17 +80,17 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         self._max_rows = max_batch_rows
         self._ready = ready
 
-    async def ServerLive(  # noqa: N802
+    async def ServerLive(
         self, request: oip.ServerLiveRequest, context: grpc.aio.ServicerContext
     ) -> oip.ServerLiveResponse:
         return oip.ServerLiveResponse(live=True)
 
-    async def ServerReady(  # noqa: N802
+    async def ServerReady(
         self, request: oip.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> oip.ServerReadyResponse:
         return oip.ServerReadyResponse(ready=True)
 
-    async def ServerMetadata(  # noqa: N802
+    async def ServerMetadata(
         self, request: oip.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> oip.ServerMetadataResponse:
         return oip.ServerMetadataResponse(name="driftloop", version="1", extensions=[])
