@@ -219,7 +219,9 @@ class Router:
             span.set_attribute("driftloop.variant", g.variant)
             span.set_attribute("driftloop.rows", len(g.rows))
             try:
-                g.result = await self._call(model, g.variant, sub, deadline, fallback=False)
+                g.result = await self._call(
+                    model, g.variant, sub, deadline, fallback=g.variant == control
+                )
                 return
             except (FeaturesRejected, DeadlineExceeded):
                 raise
@@ -260,6 +262,8 @@ class Router:
         *,
         fallback: bool,
     ) -> VariantResult:
+        # The control (and a fallback to it) waits as long as the caller does; another
+        # variant gets `variant_timeout_s`, then the control answers instead.
         timeout = None if fallback else self._config.variant_timeout_s
         if deadline is not None:
             left = deadline - time.monotonic() - self._config.deadline_margin_s
