@@ -24,9 +24,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from services.common.encoding import FeatureEncoder
 from services.common.ray_runtime import ensure_ray, shutdown_ray
 from services.trainer.data import SplitSpec, TrainingData, split_by_time
-from services.trainer.encoding import FeatureEncoder
 from services.trainer.models import XGBOOST_DEFAULTS, resolve_params, xgboost_train_args
 from services.trainer.tuning import TrainingJob, labels_of, train_on_ray
 from tests.integration.trainer.synthetic import wide_schema, wide_table

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from services.common.encoding import FeatureEncoder
 from services.common.registry import (
     CategoricalProfile,
     Histogram,
@@ -19,7 +20,6 @@ from services.common.registry import (
     ReferenceProfile,
 )
 from services.ingest.schema import DatasetSchema
-from services.trainer.encoding import FeatureEncoder
 from services.trainer.models import Task
 
 __all__ = ["BINARY_SCORE_EDGES", "N_BINS", "build_reference_profile"]

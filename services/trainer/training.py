@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactError, ArtifactStore
+from services.common.encoding import FeatureEncoder
 from services.common.logging import get_logger
 from services.common.protogen import REPO_ROOT
 from services.common.ray_runtime import ensure_ray
@@ -37,7 +38,6 @@ from services.common.registry import (
 )
 from services.ingest.schema import DatasetSchema
 from services.trainer.data import TrainingData, TrainingDataError, load_training_data
-from services.trainer.encoding import FeatureEncoder
 from services.trainer.events import model_event
 from services.trainer.gate import GateReport, evaluate_gate
 from services.trainer.lock import Lease, TrainingLock

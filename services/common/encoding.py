@@ -7,14 +7,16 @@ learned from the training split; a value not seen in training, or a null, is NaN
 new category is treated as missing rather than as some unrelated code.
 
 The encoder is plain data (`to_params`/`from_params`), stored in the model manifest's
-`params["encoder"]`, so serving rebuilds it without the training code's state.
+`params["encoder"]`, so serving rebuilds it without the training code's state. It lives
+in `services.common` because the trainer (fit, transform a table) and serving (transform
+request columns) both use it, and the two must never disagree on a single value.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 import numpy as np
 import pyarrow as pa
@@ -22,15 +24,34 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from services.common.registry import FeatureSpec
-from services.ingest.schema import DatasetSchema
 
-__all__ = ["EncodedFeature", "EncodingError", "FeatureEncoder"]
+__all__ = ["EncodedFeature", "EncodingError", "FeatureEncoder", "FeatureProblem", "SchemaLike"]
 
 ENCODER_FORMAT: Literal[1] = 1
 
 
+FeatureProblem = tuple[str, str]  # (field, what is wrong with it)
+
+
 class EncodingError(ValueError):
-    """Input that cannot be encoded (a missing column, a non-number for a numeric feature)."""
+    """Input that cannot be encoded (a missing column, a non-number for a numeric feature).
+
+    `problems` lists each bad field with what is wrong, for a field-level error reply.
+    """
+
+    def __init__(self, message: str, problems: Sequence[FeatureProblem] = ()) -> None:
+        super().__init__(message)
+        self.problems: list[FeatureProblem] = list(problems)
+
+
+class SchemaLike(Protocol):
+    """What `fit` needs of a dataset schema: its feature names and which are numeric."""
+
+    @property
+    def feature_names(self) -> list[str]: ...
+
+    @property
+    def numeric(self) -> Mapping[str, Any]: ...
 
 
 class EncodedFeature(BaseModel):
@@ -63,7 +84,7 @@ class FeatureEncoder(BaseModel):
         return self
 
     @classmethod
-    def fit(cls, schema: DatasetSchema, table: pa.Table) -> FeatureEncoder:
+    def fit(cls, schema: SchemaLike, table: pa.Table) -> FeatureEncoder:
         """Learn the categorical vocabularies from `table` (the training split)."""
         features = []
         for name in schema.feature_names:
@@ -137,9 +158,110 @@ class FeatureEncoder(BaseModel):
                     out[i, j] = float(value)
         return out
 
+    def transform_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
+        """Request columns (feature name -> one value per row) to the (rows, features)
+        float32 matrix `transform` would make of the same rows.
+
+        Numeric columns take numbers (None/NaN are missing); categorical columns take
+        strings (None is missing, an unseen value is NaN). A feature the request does not
+        carry is missing for every row, as an absent field is in `transform_records`.
+        Every problem is collected, then raised together as one `EncodingError`: an
+        unknown column name, columns of different lengths, a non-number in a numeric
+        column, a non-string in a categorical one, infinity.
+        """
+        problems: list[FeatureProblem] = []
+        known = {f.name for f in self.features}
+        problems += [(name, "not a feature of this model") for name in columns if name not in known]
+        lengths = {name: len(values) for name, values in columns.items()}
+        rows = max(lengths.values(), default=0)
+        if len(set(lengths.values())) > 1:
+            problems += [
+                (name, f"has {n} values where other columns have {rows}")
+                for name, n in lengths.items()
+                if n != rows
+            ]
+        if problems:
+            raise EncodingError(_summary(problems), problems)
+        out = np.full((rows, self.n_features), np.nan, dtype=np.float32)
+        for j, feature in enumerate(self.features):
+            values = columns.get(feature.name)
+            if values is None:
+                continue
+            problem = (
+                _encode_numeric(values, out[:, j])
+                if feature.kind == "numeric"
+                else _encode_categorical(values, feature.vocabulary, out[:, j])
+            )
+            if problem:
+                problems.append((feature.name, problem))
+        if problems:
+            raise EncodingError(_summary(problems), problems)
+        return out
+
     def to_params(self) -> dict[str, JsonValue]:
         return self.model_dump(mode="json")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> FeatureEncoder:
         return cls.model_validate(dict(params))
+
+
+def _summary(problems: Sequence[FeatureProblem]) -> str:
+    return "; ".join(f"{name}: {problem}" for name, problem in problems)
+
+
+def _is_number(value: Any) -> bool:
+    """A number or a missing value (None); a bool is not a number here."""
+    if value is None:
+        return True
+    return not isinstance(value, bool | np.bool_) and isinstance(value, int | float | np.number)
+
+
+def _encode_numeric(values: Sequence[Any] | np.ndarray, out: np.ndarray) -> str | None:
+    """Fill `out` (one column) with the values as float32; a problem description or None."""
+    array = values if isinstance(values, np.ndarray) else None
+    if array is None or array.dtype.kind not in "biuf":
+        try:  # lists; object arrays with None for missing values
+            bad = next(
+                (
+                    (i, v)
+                    for i, v in enumerate(values)
+                    if v is not None
+                    and (
+                        isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.number)
+                    )
+                ),
+                None,
+            )
+        except TypeError:
+            return f"expected a sequence of numbers, got {type(values).__name__}"
+        if bad is not None:
+            return f"row {bad[0]}: expected a number, got {type(bad[1]).__name__} {bad[1]!r}"
+        array = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    elif array.dtype.kind == "b":
+        return "expected numbers, got booleans"
+    if array.ndim != 1:
+        return f"expected one value per row, got an array of shape {array.shape}"
+    as_float = array.astype(np.float64, copy=False)
+    infinite = np.isinf(as_float)
+    if infinite.any():
+        return f"row {int(np.argmax(infinite))}: infinity is not a value (send null for missing)"
+    out[:] = as_float
+    return None
+
+
+def _encode_categorical(
+    values: Sequence[Any] | np.ndarray, vocabulary: Sequence[str], out: np.ndarray
+) -> str | None:
+    lookup = {v: float(i) for i, v in enumerate(vocabulary)}
+    try:
+        items = list(values)
+    except TypeError:
+        return f"expected a sequence of strings, got {type(values).__name__}"
+    for i, value in enumerate(items):
+        if value is None:
+            continue
+        if not isinstance(value, str | np.str_):
+            return f"row {i}: expected a string category, got {type(value).__name__} {value!r}"
+        out[i] = lookup.get(str(value), math.nan)
+    return None

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from services.trainer.encoding import EncodingError, FeatureEncoder
+from services.common.encoding import EncodingError, FeatureEncoder
 from tests.integration.trainer.synthetic import credit_schema, credit_table
 
 
