@@ -89,10 +89,10 @@ class FeatureFrame:
         categorical = {n: v for n, c in self.categorical.items() if (v := c[i]) is not None}
         return numeric, categorical
 
-    def columns(self) -> dict[str, np.ndarray | list[str]]:
-        """The frame as the serving client takes it (no missing values left)."""
-        out: dict[str, np.ndarray | list[str]] = dict(self.numeric)
-        out.update({n: [v or "" for v in c] for n, c in self.categorical.items()})
+    def columns(self) -> dict[str, np.ndarray | list[str | None]]:
+        """The frame as the serving client takes it (NaN / None: null in the stored row)."""
+        out: dict[str, np.ndarray | list[str | None]] = dict(self.numeric)
+        out.update(self.categorical)  # None = missing
         return out
 
 
@@ -162,6 +162,8 @@ def fill_missing(
                 fill.age_ms[i] = now_ms - int(event_ms)
         if defaulted:
             fill.defaulted[i] = defaulted
-        if missing:
+        if missing and values is None:
+            # With a stored row, a feature it lacks was null at ingest: the model sees it
+            # as missing, as it did in training. Without one there is nothing to go on.
             fill.still_missing[i] = missing
     return fill

@@ -189,21 +189,13 @@ class Router:
                             "is no entity key to look them up",
                         )
                     )
-                elif i in fill.unknown_entities:
+                else:  # a key with no stored row (fill_missing's only other case)
                     not_found.append(
                         (
                             where,
                             f"no online features stored for entity "
                             f"{keys[i]!r} (dataset {contract.dataset!r}); send "
                             f"{names} in the request",
-                        )
-                    )
-                else:
-                    invalid.append(
-                        (
-                            where,
-                            f"features {names} are neither in the request "
-                            f"nor in the online row of {keys[i]!r}",
                         )
                     )
             if invalid:

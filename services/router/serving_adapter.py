@@ -3,6 +3,7 @@ router imports the serving service: its client and errors)."""
 
 from __future__ import annotations
 
+from services.common.settings import Settings
 from services.router.serving_port import (
     Columns,
     FeaturesRejected,
@@ -21,7 +22,7 @@ class ServingAdapter:
         self._client = client
 
     @classmethod
-    async def connect(cls, settings: object) -> ServingAdapter:
+    async def connect(cls, settings: Settings) -> ServingAdapter:
         return cls(await ServingClient.connect(settings))
 
     async def predict(self, model: str, variant: str, columns: Columns) -> ScoredBatch:

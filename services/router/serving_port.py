@@ -19,7 +19,7 @@ __all__ = [
     "VariantUnavailable",
 ]
 
-Columns = Mapping[str, "Sequence[float] | Sequence[str] | np.ndarray"]
+Columns = Mapping[str, "Sequence[float] | Sequence[str | None] | np.ndarray"]
 
 
 class ScoredBatch(Protocol):
