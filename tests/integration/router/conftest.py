@@ -5,8 +5,13 @@ process (each with its own gRPC port, Redis subscription, Kafka producer and spo
 
 from __future__ import annotations
 
-import json
 import os
+
+# Serving's Ray cluster is joined from this process: token auth on both sides (the
+# serving package sets the same default on import; set here before anything imports ray).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import json
 import signal
 import subprocess
 import sys

@@ -30,6 +30,18 @@ def row_features(table: pa.Table, i: int) -> dict[str, Any]:
     return {n: table.column(n)[i].as_py() for n in (*NUMERIC, *CATEGORICAL)}
 
 
+def complete_rows(table: pa.Table, n: int) -> list[dict[str, Any]]:
+    """The first `n` rows of `table` with every feature present."""
+    out = []
+    for i in range(table.num_rows):
+        row = row_features(table, i)
+        if all(v is not None for v in row.values()):
+            out.append(row)
+            if len(out) == n:
+                return out
+    raise AssertionError(f"only {len(out)} complete rows")
+
+
 def predict_request(
     model: str, features: dict[str, Any], key: str = "", rid: str = ""
 ) -> pb.PredictRequest:

@@ -22,6 +22,7 @@ from services.router.serving_port import Columns, ScoredBatch, ServingPort
 from tests.integration.router.conftest import MODEL, RunningRouter, Served, running_router
 from tests.integration.router.helpers import (
     batch_request,
+    complete_rows,
     predict_request,
     read_logs,
     row_features,
@@ -57,7 +58,7 @@ async def stop_experiment(
 async def test_predict_and_batch_match_the_model_and_are_logged_once(
     served: Served, router: RunningRouter
 ) -> None:
-    rows = [row_features(served.online, i) for i in range(40)]
+    rows = complete_rows(served.online, 40)
     expected = champion_scores(served, rows)
     rids = [f"e2e-{uuid.uuid4().hex}" for _ in rows]
     singles = await asyncio.gather(
@@ -115,7 +116,7 @@ async def test_ninety_ten_split_is_sticky_and_follows_the_hash(
     )
     await start_experiment(experiments, [router], spec)
     try:
-        row = row_features(served.online, 0)
+        row = complete_rows(served.online, 1)[0]
         keys = [f"user-{i}" for i in range(2_000)]
         rows = [row] * len(keys)
         first = await router.stub.PredictBatch(batch_request(MODEL, rows, keys=keys))
@@ -174,7 +175,7 @@ async def test_shadow_is_mirrored_and_its_failure_or_stall_is_invisible(
         )
         await start_experiment(experiments, [r], spec)
         try:
-            rows = [row_features(served.online, i) for i in range(30)]
+            rows = complete_rows(served.online, 30)
             rids = [f"shadow-{uuid.uuid4().hex}" for _ in rows]
             out = await asyncio.gather(
                 *(
@@ -207,7 +208,7 @@ async def test_a_failing_variant_falls_back_to_the_champion(
     )
     await start_experiment(experiments, [router], spec)
     try:
-        rows = [row_features(served.online, i) for i in range(5)]
+        rows = complete_rows(served.online, 5)
         out = await router.stub.PredictBatch(
             batch_request(MODEL, rows, keys=[f"f{i}" for i in range(5)])
         )
@@ -242,7 +243,7 @@ async def test_two_replicas_see_a_change_and_routing_survives_flushall(
                 }
             )
             await start_experiment(experiments, [router, second], ramp)
-            row = row_features(served.online, 0)
+            row = complete_rows(served.online, 1)[0]
             keys = [f"r{i}" for i in range(300)]
             a = await router.stub.PredictBatch(batch_request(MODEL, [row] * 300, keys=keys))
             b = await second.stub.PredictBatch(batch_request(MODEL, [row] * 300, keys=keys))
@@ -346,7 +347,7 @@ async def test_bearer_token_is_required_when_configured(
     async with running_router(
         stack, serving, tmp_path, router_replica="auth", router_auth_token="s3cret"
     ) as r:
-        request = predict_request(MODEL, row_features(served.online, 0))
+        request = predict_request(MODEL, complete_rows(served.online, 1)[0])
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await r.stub.Predict(request)
         assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
