@@ -111,7 +111,8 @@ async def read_logs(
                         found.append(msg)
             if len(found) >= want:
                 ends = await consumer.end_offsets(parts)
-                if all(await consumer.position(p) >= ends[p] for p in parts):
+                positions = [await consumer.position(p) for p in parts]
+                if all(pos >= ends[p] for pos, p in zip(positions, parts, strict=True)):
                     return found
             assert time.monotonic() < deadline, f"saw {len(found)} of {want} PredictionLogs"
     finally:
