@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from services.cli import datasets, models, proto, samples, stack, store, training
+from services.cli import datasets, experiments, models, proto, samples, stack, store, training
 from services.common.clickhouse import AnalyticsStoreError
 from services.common.settings import SettingsError
 from services.stack.errors import StackError
@@ -27,6 +27,7 @@ app.add_typer(proto.app, name="proto")
 datasets.app.command("publish-sample")(samples.publish_sample)
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(models.app, name="models")
+app.add_typer(experiments.app, name="experiments")
 app.command("train")(training.train)
 
 _err = Console(stderr=True)
