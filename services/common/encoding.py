@@ -217,6 +217,10 @@ def _summary(problems: Sequence[FeatureProblem]) -> str:
     return "; ".join(f"{name}: {problem}" for name, problem in problems)
 
 
+# Exact types taken without a per-value check (bool is not among them: not a number here).
+_PLAIN_NUMBERS = frozenset({int, float, type(None), np.float64, np.float32, np.int64, np.int32})
+
+
 def _is_number(value: Any) -> bool:
     """A number or a missing value (None); a bool is not a number here."""
     if value is None:
@@ -227,19 +231,11 @@ def _is_number(value: Any) -> bool:
 def _encode_numeric(values: Sequence[Any] | np.ndarray, out: np.ndarray) -> str | None:
     """Fill `out` (one column) with the values as float32; a problem description or None."""
     array = values if isinstance(values, np.ndarray) else None
+    if array is None and all(type(v) in _PLAIN_NUMBERS for v in values):
+        array = np.array(values, dtype=np.float64)  # the common case; None becomes NaN
     if array is None or array.dtype.kind not in "biuf":
-        try:  # lists; object arrays with None for missing values
-            bad = next(
-                (
-                    (i, v)
-                    for i, v in enumerate(values)
-                    if v is not None
-                    and (
-                        isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.number)
-                    )
-                ),
-                None,
-            )
+        try:  # other sequences; object arrays with None for missing values
+            bad = next(((i, v) for i, v in enumerate(values) if not _is_number(v)), None)
         except TypeError:
             return f"expected a sequence of numbers, got {type(values).__name__}"
         if bad is not None:
