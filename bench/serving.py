@@ -56,7 +56,7 @@ from services.trainer.models import fit_model
 from services.trainer.profile import build_reference_profile
 from tests.integration.trainer.synthetic import credit_schema, credit_table
 
-_console = Console()
+_console = Console(width=150)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL, NOBATCH, DATASET = "bench", "bench-nobatch", "credit"
 LOOKED_UP = ("annual_income", "region")  # sent by key only: the router fills them

@@ -112,7 +112,7 @@ async def run(settings: Settings, serving: ServingSettings) -> None:
     local = not serving.ray_address
     try:
         await asyncio.to_thread(start_serve)
-        deployer = ServeDeployer(settings, serving, registry)
+        deployer = ServeDeployer(settings, serving, registry, loop)
         service = ServingService(settings, serving, deployer, ray_address())
         server = embedded_server(
             health_app(service.readiness, service.variants),

@@ -8,6 +8,7 @@ corrected by the next reconcile. `plan` is pure; `ServeDeployer` applies a plan 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,13 @@ from services.common.logging import get_logger
 from services.common.registry import ModelRegistry
 from services.common.settings import Settings
 from services.serving.config import ServingSettings
-from services.serving.deployment import app_name, build_variant_app, code_version, parse_app_name
+from services.serving.deployment import (
+    DEPLOYMENT_NAME,
+    app_name,
+    build_variant_app,
+    code_version,
+    parse_app_name,
+)
 from services.serving.state import DeployedVariant
 
 __all__ = ["Change", "ServeDeployer", "desired_variants", "plan"]
@@ -79,9 +86,16 @@ class ServeDeployer:
     """Owns what this service has deployed; applies plans through `serve.run`/`delete`."""
 
     def __init__(
-        self, settings: Settings, serving: ServingSettings, registry: ModelRegistry
+        self,
+        settings: Settings,
+        serving: ServingSettings,
+        registry: ModelRegistry,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        """`loop`: the service's event loop, on which replicas are asked whether they took
+        an update (`reconcile` itself runs in a worker thread); None skips that check."""
         self._settings, self._serving, self._registry = settings, serving, registry
+        self._loop = loop
         self._deployed: dict[str, DeployedVariant | None] = {}
         self._code_version = code_version()
         self.failures: dict[str, str] = {}  # app -> last error
@@ -125,6 +139,27 @@ class ServeDeployer:
     def _serves(self, model: str) -> bool:
         return not self._serving.models or model in self._serving.models
 
+    def _rejected_by_replicas(self, app: str, version: int) -> str | None:
+        """Why a replica refused `version` after an update (it keeps serving its current
+        one), or None when none did. Handles live on the service's event loop (Serve's
+        router runs on the caller's loop), so the question is asked there."""
+        if self._loop is None:
+            return None
+        from ray import serve
+
+        variant = (parse_app_name(app) or (app, ""))[1]
+        asks = 2 * max(1, self._serving.replicas_for(variant))
+
+        async def ask() -> str | None:
+            handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app).options(method_name="stats")
+            for _ in range(asks):
+                rejected = (await handle.remote()).get("rejected") or {}
+                if rejected.get("version") == version:
+                    return str(rejected.get("error"))
+            return None
+
+        return asyncio.run_coroutine_threadsafe(ask(), self._loop).result(timeout=60)
+
     def _apply(self, change: Change) -> None:
         from ray import serve
 
@@ -145,6 +180,11 @@ class ServeDeployer:
                     pinned_code_version=self._code_version,
                 )
                 serve.run(app, name=change.app, route_prefix=None)
+                rejected = self._rejected_by_replicas(change.app, target.version)
+                if rejected:
+                    # The replicas kept the version they had: record that, retry later.
+                    self._deployed[change.app] = change.previous
+                    raise RuntimeError(f"replicas kept their version: {rejected}")
                 self._deployed[change.app] = target
             self.failures.pop(change.app, None)
         except Exception as exc:  # one bad version must not stop the others

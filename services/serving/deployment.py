@@ -83,6 +83,7 @@ class VariantServer:
         self._model, self._variant = model, variant
         self._servable: Servable | None = None
         self._warm_up: dict[str, Any] = {}
+        self._rejected: dict[str, Any] = {}  # the last version that failed to load, and why
         self._swaps = 0
         self._batch_sizes: Counter[int] = Counter()  # requests per batch -> batches
         self._rows = 0
@@ -97,11 +98,20 @@ class VariantServer:
         if self._servable is not None and self._servable.version == version:
             return
         # Off the replica's event loop: the current version keeps answering meanwhile.
-        servable = await asyncio.to_thread(Servable.load, self._registry, self._model, version)
-        warm = await asyncio.to_thread(
-            servable.warm_up, int(config.get("warmup_rounds", 3)), batching.max_batch_size
-        )
+        try:
+            servable = await asyncio.to_thread(Servable.load, self._registry, self._model, version)
+            warm = await asyncio.to_thread(
+                servable.warm_up, int(config.get("warmup_rounds", 3)), batching.max_batch_size
+            )
+        except Exception as exc:
+            if self._servable is None:
+                raise  # nothing to serve: the replica fails to start, Serve reports it
+            # A version that cannot be loaded (tampered artifact, bad params) must not take
+            # the variant down: keep answering with the current one and say so.
+            self._rejected = {"version": version, "error": f"{type(exc).__name__}: {exc}"}
+            return
         self._warm_up = {**warm, "version": version}
+        self._rejected = {}
         self._servable = servable  # the swap: one assignment, between two batches
         self._swaps += 1
 
@@ -128,6 +138,7 @@ class VariantServer:
             "replica": context.replica_id.unique_id,
             "warm_up": dict(self._warm_up),
             "swaps": self._swaps,
+            "rejected": dict(self._rejected),
             "batch_sizes": dict(self._batch_sizes),
             "rows": self._rows,
             "uptime_s": round(time.time() - self._started, 3),

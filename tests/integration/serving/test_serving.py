@@ -290,3 +290,48 @@ def _is_loopback(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+async def test_a_version_that_fails_to_load_leaves_the_variant_serving(
+    served: Served, client: ServingClient
+) -> None:
+    """A tampered artifact (sha256 mismatch) is refused by the replicas, which keep
+    answering with the version they have; serving says so and records the old version."""
+    manifest = served.models[MLP].register(served.registry, MLP)
+    artifact = Path(served.registry.store.uri(manifest.artifact.path).removeprefix("file://"))
+    artifact.write_bytes(artifact.read_bytes()[:-8] + b"tampered")
+    columns = request_columns(6, seed=9)
+    versions: list[int] = []
+    failures: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def caller() -> None:
+        while not stop.is_set():
+            try:
+                versions.append((await client.predict(MLP, "champion", columns)).version)
+            except Exception as exc:
+                failures.append(exc)
+
+    callers = [asyncio.create_task(caller()) for _ in range(4)]
+    try:
+        await _wait(lambda: len(versions) >= 20, "predictions before the bad version")
+        await _publish_alias_change(served, MLP, "champion", manifest.version)
+        await _wait(
+            lambda: (
+                "serving.change_failed" in served.process.log()
+                and f"{MLP}.champion" in served.process.log()
+            ),
+            "serving to report the refused version",
+            timeout_s=120,
+        )
+        answered = len(versions)
+        await _wait(lambda: len(versions) >= answered + 20, "predictions after it")
+    finally:
+        stop.set()
+        await asyncio.gather(*callers)
+        await _publish_alias_change(served, MLP, "champion", 1)
+    assert not failures, failures[:3]
+    assert set(versions) == {1}
+    assert "sha256" in served.process.log()
+    state = served.process.state()
+    assert state is not None and state.apps[f"{MLP}.champion"].version == 1
