@@ -30,8 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from driftloop.v1.events_pb2 import DataEvent
-from services.ingest.columns import flat_from_events
-from services.ingest.wire import decode_flat, warm_up
+from services.ingest.decode.columns import flat_from_events
+from services.ingest.decode.wire import decode_flat, warm_up
 from tests.integration.ingest.events_gen import credit_event
 
 _console = Console()

@@ -40,10 +40,10 @@ from services.common.kafka import create_consumer, create_producer, ensure_topic
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings, TopicNames, load_settings
 from services.ingest.config import IngestSettings
+from services.ingest.decode.wire import warm_up
 from services.ingest.dedup import EventDedup
 from services.ingest.pipeline import IngestPipeline, wall_clock_ms
-from services.ingest.storage import VersionWriter
-from services.ingest.wire import warm_up
+from services.ingest.seal.version import VersionWriter
 from tests.integration.ingest.events_gen import credit_event
 
 _console = Console()

@@ -27,10 +27,10 @@ from services.common.redis_client import check_redis, sync_redis
 from services.common.settings import Settings, load_settings
 from services.common.telemetry import setup_telemetry
 from services.ingest.config import IngestSettings
+from services.ingest.decode.wire import warm_up
 from services.ingest.dedup import EventDedup
 from services.ingest.pipeline import IngestPipeline, wall_clock_ms
-from services.ingest.storage import VersionWriter
-from services.ingest.wire import warm_up
+from services.ingest.seal.version import VersionWriter
 
 __all__ = ["main", "run"]
 
@@ -39,7 +39,7 @@ _log = get_logger(__name__)
 
 def _http_server(settings: Settings, ingest: IngestSettings) -> uvicorn.Server | None:
     try:
-        from services.ingest.http_api import create_http_app
+        from services.ingest.http.api import create_http_app
     except ImportError as exc:  # the API module is optional for the consumer loop
         _log.warning("http.unavailable", error=str(exc))
         return None

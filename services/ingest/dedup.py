@@ -18,7 +18,7 @@ a key of its own with `SET NX EX`. The keys of a dataset share a hash tag and ar
 declared, so the script is cluster-safe.
 
 Correctness does not depend on Redis. The durable truth is the sealed versions and the
-watermarks rebuilt from their manifests (`storage`):
+watermarks rebuilt from their manifests (`seal.history`):
 
 * A replayed record at or below its dataset's sealed watermark is skipped by the
   pipeline before it reaches this module: it is in a version already. So a replay after

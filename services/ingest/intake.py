@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from opentelemetry import metrics
 
 from driftloop.v1.events_pb2 import RejectedEvent
@@ -28,13 +27,13 @@ from services.common.datasets.schema import DatasetSchema
 from services.common.feature_store import OnlineFeatureStore
 from services.common.kafka import ProtobufProducer
 from services.common.logging import get_logger
-from services.ingest.columns import FlatEvents
+from services.ingest.backlog import Backlog, Categories, categories_of
+from services.ingest.decode.columns import FlatEvents
 from services.ingest.dedup import Claims, EventDedup
-from services.ingest.pending import PendingRows, SourceBatch
-from services.ingest.sealing import OffsetTracker, SealedWatermarks
+from services.ingest.offsets import OffsetTracker, SealedWatermarks
+from services.ingest.pending import SourceBatch
 from services.ingest.validation import (
     Code,
-    DatasetContext,
     Reason,
     Rejection,
     ValidationResult,
@@ -44,7 +43,6 @@ from services.ingest.validation import (
 __all__ = ["InFlight", "Intake", "PipelineStats", "rejected_event", "update_online_features"]
 
 _log = get_logger(__name__)
-Known = dict[str, dict[str, set[str]]]  # dataset -> feature -> accepted categories
 
 
 @dataclass
@@ -87,14 +85,14 @@ class InFlight:
     now: int
     result: ValidationResult = field(init=False)
     added_ids: dict[str, list[str]] = field(default_factory=dict)
-    added_categories: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    added_categories: dict[str, Categories] = field(default_factory=dict)
     claims: dict[str, tuple[pa.Array, asyncio.Task[np.ndarray]]] = field(default_factory=dict)
 
 
 class Intake:
-    """Turns polled batches into pending rows (dataset -> rows not yet in a version):
-    `check` validates a batch, `claim` starts claiming its accepted ids in Redis, `finish`
-    waits for the claims, makes the claimed rows pending and dead-letters the rest.
+    """Turns polled batches into pending rows of the `Backlog`: `check` validates a batch,
+    `claim` starts claiming its accepted ids in Redis, `finish` waits for the claims, makes
+    the claimed rows pending and dead-letters the rest.
 
     The loop checks batch k+1 before it finishes batch k, so that the Redis round trip of
     k's claims overlaps the polling, decoding and validation of k+1. The result is the
@@ -128,17 +126,15 @@ class Intake:
         self,
         batch: SourceBatch,
         flat: FlatEvents,
+        backlog: Backlog,
         *,
-        unsealed: dict[str, set[str]],
-        known: Known,
         watermarks: SealedWatermarks,
         ceiling: Mapping[tuple[str, int], int],
         now: int,
     ) -> InFlight:
-        """Skip what is already sealed and validate the rest. `unsealed`: per dataset the
-        ids of its rows not yet in a durable version (pending, being sealed, or accepted
-        by the batch in flight); this batch's accepted ids are added to it, and its new
-        categories to `known`."""
+        """Skip what is already sealed and validate the rest against `backlog` (ids of
+        the rows not yet durable, categories known); this batch's accepted ids and new
+        categories count in `backlog` at once."""
         self._stats.consumed += len(batch)
         tracker = OffsetTracker()
         batch.add_to(tracker)
@@ -149,29 +145,22 @@ class Intake:
         if keep.size < len(batch):
             batch, flat = batch.take(keep), flat.take(keep)
         flight = InFlight(batch, flat, tracker, now)
-        self._validate(flight, unsealed, known)
+        self._validate(flight, backlog)
         return flight
 
-    def recheck(self, flight: InFlight, unsealed: dict[str, set[str]], known: Known) -> None:
-        """Validate `flight` again (its claims not started), against the corrected
-        `unsealed` and `known` of the batch before it."""
-        _take_back(unsealed, known, flight.added_ids, flight.added_categories)
-        self._validate(flight, unsealed, known)
+    def recheck(self, flight: InFlight, backlog: Backlog) -> None:
+        """Validate `flight` again (its claims not started), against the backlog as the
+        batch before it left it after all."""
+        backlog.take_back(flight.added_ids, flight.added_categories)
+        self._validate(flight, backlog)
 
-    def _validate(self, flight: InFlight, unsealed: dict[str, set[str]], known: Known) -> None:
-        contexts = {
-            name: DatasetContext(unsealed.get(name, frozenset()), known.get(name, {}))
-            for name in self._schemas
-        }
+    def _validate(self, flight: InFlight, backlog: Backlog) -> None:
+        contexts = {name: backlog.context(name) for name in self._schemas}
         flight.result = validate_flat(flight.flat, self._schemas, flight.now, contexts)
         flight.added_ids, flight.added_categories = {}, {}
         for name, rows in flight.result.accepted.items():
-            ids = rows.table.column("event_id").to_pylist()
-            unsealed.setdefault(name, set()).update(ids)
-            flight.added_ids[name] = ids
-            flight.added_categories[name] = _add_categories(
-                self._schemas[name], rows.table, known.setdefault(name, {})
-            )
+            ids, added = backlog.accept(self._schemas[name], rows.table)
+            flight.added_ids[name], flight.added_categories[name] = ids, added
 
     def claim(self, flight: InFlight, restore: Mapping[str, Claims]) -> None:
         """Start claiming the accepted ids (`restore`: per dataset the claims of its
@@ -183,16 +172,10 @@ class Intake:
             claim = self._dedup.claim(name, ids, owners, restore.get(name, ()), distinct=True)
             flight.claims[name] = (owners, asyncio.ensure_future(claim))
 
-    async def finish(
-        self,
-        flight: InFlight,
-        pending: dict[str, PendingRows],
-        unsealed: dict[str, set[str]],
-        known: Known,
-    ) -> bool:
-        """Wait for the claims, add the claimed rows to their dataset's pending rows,
+    async def finish(self, flight: InFlight, backlog: Backlog) -> bool:
+        """Wait for the claims, add the claimed rows to the backlog's pending rows,
         dead-letter everything else and wait for those acks. True when a claim failed:
-        its id and categories were taken back from `unsealed` and `known`."""
+        its id and categories were taken back from the backlog."""
         rejections = list(flight.result.rejected)
         now, taken_back = flight.now, False
         for name, rows in flight.result.accepted.items():
@@ -206,12 +189,11 @@ class Intake:
                 ids = flight.added_ids[name]
                 lost = {name: [ids[j] for j in np.flatnonzero(duplicate).tolist()]}
                 categories = flight.added_categories[name]
-                still = _categories(self._schemas[name], table)
+                still = categories_of(self._schemas[name], table)
                 dropped = {f: values - still.get(f, set()) for f, values in categories.items()}
-                _take_back(unsealed, known, lost, {name: dropped})
+                backlog.take_back(lost, {name: dropped})
             if table.num_rows:
-                dataset = pending.setdefault(name, PendingRows(received_ms=now))
-                dataset.add(table, owners, flight.batch, rows.indices[keep])
+                backlog.add(name, table, owners, flight.batch, rows.indices[keep], now)
                 if self._features is not None:
                     await update_online_features(self._features, name, table)
                 self._stats.accepted += table.num_rows
@@ -227,10 +209,10 @@ class Intake:
         return taken_back
 
     @staticmethod
-    async def drop(flight: InFlight, unsealed: dict[str, set[str]], known: Known) -> None:
+    async def drop(flight: InFlight, backlog: Backlog) -> None:
         """Forget a checked batch (it is consumed again): let its claims end first. Its
         claims name its records' own positions, so a replay re-makes them."""
-        _take_back(unsealed, known, flight.added_ids, flight.added_categories)
+        backlog.take_back(flight.added_ids, flight.added_categories)
         tasks = [claim for _, claim in flight.claims.values()]
         await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -252,38 +234,6 @@ class Intake:
             self._rejected_total.add(n, {"reason": code})
         self._stats.rejected += len(rejections)
         _log.info("records.rejected", count=len(rejections), reasons=dict(sorted(counts.items())))
-
-
-def _categories(schema: DatasetSchema, table: pa.Table) -> dict[str, set[str]]:
-    return {
-        feature: set(pc.unique(pc.drop_null(table.column(feature))).to_pylist())
-        for feature in schema.categorical
-    }
-
-
-def _add_categories(
-    schema: DatasetSchema, table: pa.Table, known: dict[str, set[str]]
-) -> dict[str, set[str]]:
-    """Add the categories of `table` to `known`; those that were new, per feature."""
-    added = {}
-    for feature, values in _categories(schema, table).items():
-        have = known.setdefault(feature, set())
-        added[feature] = values - have
-        have |= added[feature]
-    return added
-
-
-def _take_back(
-    unsealed: dict[str, set[str]],
-    known: Known,
-    ids: Mapping[str, list[str]],
-    categories: Mapping[str, Mapping[str, set[str]]],
-) -> None:
-    for name, values in ids.items():
-        unsealed.get(name, set()).difference_update(values)
-    for name, per_feature in categories.items():
-        for feature, added in per_feature.items():
-            known.get(name, {}).get(feature, set()).difference_update(added)
 
 
 def rejected_event(

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from services.ingest.sealing import OffsetTracker, SealedWatermarks
+from services.ingest.offsets import OffsetTracker, SealedWatermarks
 
 __all__ = ["PendingRows", "Record", "SourceBatch"]
 

@@ -22,7 +22,7 @@ its dataset's sealed watermark) nowhere again, because it is already in a versio
   the manifest is created only if absent. A crash between the manifest and the
   announcement is repaired at start-up by re-announcing each dataset's head version
   (the monitor's sink is idempotent by version id). At most one seal per dataset is in
-  flight (`sealer`), so each version's parent is the one sealed before it.
+  flight (`seal.jobs`), so each version's parent is the one sealed before it.
 * Event-id dedup across batches: `dedup.EventDedup` (Redis fast path, rebuilt from the
   sealed versions when Redis loses it), plus the ids of the unsealed rows, pending or
   being sealed, which validation treats as seen without asking Redis.
@@ -43,16 +43,19 @@ from services.common.feature_store import OnlineFeatureStore
 from services.common.kafka import ProtobufConsumer, ProtobufProducer
 from services.common.logging import get_logger
 from services.common.settings import TopicNames
+from services.ingest.backlog import Backlog
 from services.ingest.config import IngestSettings
+from services.ingest.decode.wire import decode_flat
 from services.ingest.dedup import Claims, EventDedup, Strings
 from services.ingest.intake import InFlight, Intake, PipelineStats, update_online_features
-from services.ingest.pending import PendingRows, SourceBatch
+from services.ingest.offsets import OffsetTracker, committable_offsets
+from services.ingest.pending import SourceBatch
 from services.ingest.poller import Poller, RebalanceListener
-from services.ingest.sealer import Sealed, Sealer
-from services.ingest.sealing import OffsetTracker, SealPolicy, committable_offsets
-from services.ingest.storage import SealedState, VersionWriter
+from services.ingest.seal.history import SealedHistory
+from services.ingest.seal.jobs import FinishedSeal, SealJobs
+from services.ingest.seal.policy import SealPolicy
+from services.ingest.seal.version import VersionWriter
 from services.ingest.validation import validate_payloads
-from services.ingest.wire import decode_flat
 
 __all__ = ["IngestPipeline", "PipelineStats", "update_online_features", "wall_clock_ms"]
 
@@ -99,7 +102,7 @@ class IngestPipeline:
             stats=self.stats,
             features=features,
         )
-        self._sealer = Sealer(
+        self._seals = SealJobs(
             storage=storage,
             producer=producer,
             schemas=schemas,
@@ -112,11 +115,10 @@ class IngestPipeline:
         self._poller = Poller(consumer.raw, ingest.poll_max_records, self._poll_timeout_ms)
         self._stopping = False
         self._reset_stream_state()
-        self._sealed = SealedState()
+        self._sealed = SealedHistory()
+        self._backlog = Backlog()
 
     def _reset_stream_state(self) -> None:
-        self._pending: dict[str, PendingRows] = {}
-        self._unsealed: dict[str, set[str]] = {}  # ids of the pending rows and those sealing
         self._in_flight: InFlight | None = None
         self._consumed = OffsetTracker()
         self._committed: dict[tuple[str, int], int] = {}
@@ -131,11 +133,14 @@ class IngestPipeline:
         validate_payloads(warm_up, self._schemas, 0)
         heads = self._sealed.heads
         for manifest in heads.values():
-            await self._sealer.announce(manifest)
+            await self._seals.announce(manifest)
         _log.info("ingest.recovered", heads=len(heads), datasets=sorted(heads))
 
     async def _reload(self) -> None:
-        self._sealed = SealedState.of(await asyncio.to_thread(self._storage.manifests))
+        """The sealed history from the manifests, and an empty backlog that knows its
+        categories."""
+        self._sealed = SealedHistory.of(await asyncio.to_thread(self._storage.manifests))
+        self._backlog = Backlog(known=self._sealed.known)
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
         return RebalanceListener(self.on_revoked, self.on_assigned)
@@ -151,7 +156,7 @@ class IngestPipeline:
             await self._poller.stop()
         async with self._lock:  # a clean stop: what was started may end, not be committed
             await self._drop_in_flight()
-            self._apply(await self._sealer.wait())
+            self._apply(await self._seals.wait())
 
     async def step(self) -> None:
         """One poll: start the next, check this one, finish the batch before it, start
@@ -178,22 +183,21 @@ class IngestPipeline:
                 checked = self._intake.check(
                     batch,
                     decode_flat(batch.values),
-                    unsealed=self._unsealed,
-                    known=self._sealed.known,
+                    self._backlog,
                     watermarks=self._sealed.watermarks,
                     ceiling=self._sealed.ceiling,
                     now=self._clock_ms(),
                 )
             if await self._finish() and checked is not None:
-                self._intake.recheck(checked, self._unsealed, self._sealed.known)
+                self._intake.recheck(checked, self._backlog)
             if checked is not None:
                 self._intake.claim(checked, self._restore())
                 self._in_flight = checked
-            self._apply(self._sealer.reap())
+            self._apply(self._seals.reap())
             for dataset in self._backlogged():
                 # Its rows reached the seal size while its last seal is still running:
                 # wait for that seal, so a version stays within one poll of the size.
-                self._apply(await self._sealer.wait_for(dataset))
+                self._apply(await self._seals.wait_for(dataset))
             for dataset in self._due():
                 self._start_seal(dataset)
             await self._commit()
@@ -202,10 +206,10 @@ class IngestPipeline:
         """Seal every dataset's pending rows now and commit (benchmarks, revocation)."""
         async with self._lock:
             await self._finish()
-            self._apply(await self._sealer.wait())
-            for dataset in list(self._pending):
+            self._apply(await self._seals.wait())
+            for dataset in self._backlog.datasets():
                 self._start_seal(dataset)
-            self._apply(await self._sealer.wait())
+            self._apply(await self._seals.wait())
             await self._commit()
 
     async def stop_fetching(self) -> None:
@@ -217,59 +221,54 @@ class IngestPipeline:
         if self._in_flight is None:
             return False
         flight, self._in_flight = self._in_flight, None
-        return await self._intake.finish(flight, self._pending, self._unsealed, self._sealed.known)
+        return await self._intake.finish(flight, self._backlog)
 
     async def _drop_in_flight(self) -> None:
         if self._in_flight is not None:
             flight, self._in_flight = self._in_flight, None
-            await self._intake.drop(flight, self._unsealed, self._sealed.known)
+            await self._intake.drop(flight, self._backlog)
 
     def _restore(self) -> dict[str, Claims]:
         """Per dataset the claims of its unsealed rows (re-made if Redis lost them)."""
         restore: dict[str, list[tuple[Strings, Strings]]] = {}
-        for name, rows in self._pending.items():
-            restore.setdefault(name, []).extend(rows.claims)
-        for name, (rows, _) in self._sealer.in_flight.items():
+        for name, claims in self._backlog.claims():
+            restore.setdefault(name, []).extend(claims)
+        for name, rows in self._seals.rows():
             restore.setdefault(name, []).extend(rows.claims)
         return dict(restore)
 
     def _start_seal(self, name: str) -> None:
         sealed = self._sealed
-        self._sealer.start(
-            name, self._pending.pop(name), sealed.heads.get(name), sealed.references.get(name)
+        self._seals.start(
+            name, self._backlog.take(name), sealed.heads.get(name), sealed.references.get(name)
         )
 
     def _poll_timeout_ms(self) -> int:
-        now = self._clock_ms()
-        waits = [self._policy.ms_until_due(p.received_ms, now) or 0 for p in self._pending.values()]
-        if self._sealer.in_flight or self._in_flight:  # come back soon to finish them
+        waits = self._backlog.ms_until_due(self._policy, self._clock_ms())
+        if self._seals or self._in_flight:  # come back soon to finish them
             waits.append(_REAP_POLL_MS)
         return min([self._ingest.poll_timeout_ms, *waits])
 
     def _backlogged(self) -> list[str]:
+        """Datasets at the seal size whose previous seal is still in flight."""
         limit = self._ingest.seal_max_rows
-        return [
-            n for n, p in self._pending.items() if n in self._sealer.in_flight and p.rows >= limit
-        ]
+        rows = self._backlog.rows()
+        return [name for name, n in rows.items() if self._seals.busy(name) and n >= limit]
 
     def _due(self) -> list[str]:
-        now = self._clock_ms()
-        return [
-            name
-            for name, p in self._pending.items()
-            if name not in self._sealer.in_flight
-            and self._policy.should_seal(p.rows, p.received_ms, now)
-        ]
+        """Datasets due to be sealed that have no seal in flight."""
+        due = self._backlog.due(self._policy, self._clock_ms())
+        return [name for name in due if not self._seals.busy(name)]
 
     # -- sealed versions, commits --------------------------------------------------------
 
-    def _apply(self, sealed: list[Sealed]) -> None:
+    def _apply(self, sealed: list[FinishedSeal]) -> None:
         """Finished seals: durable and announced, so their rows may stop holding the
         commit back and replays of them are skipped from now on."""
         for name, rows, stored in sealed:
             manifest = stored.manifest
             self._sealed.sealed(manifest, rows.tracker.ranges())
-            self._unsealed.get(name, set()).difference_update(rows.event_ids())
+            self._backlog.sealed(name, rows)
             self.stats.versions += 1
             self.stats.sealed_rows += rows.rows
             self._versions_total.add(1, {"dataset": name, "status": manifest.status})
@@ -285,8 +284,8 @@ class IngestPipeline:
             )
 
     async def _commit(self) -> None:
-        held = [p.tracker for p in self._pending.values()]
-        held += [rows.tracker for rows, _ in self._sealer.in_flight.values()]
+        held = self._backlog.trackers()
+        held += [rows.tracker for _, rows in self._seals.rows()]
         if self._in_flight is not None:
             held.append(self._in_flight.tracker)
         offsets = committable_offsets(self._consumed, held)
@@ -303,7 +302,7 @@ class IngestPipeline:
         _log.info(
             "offsets.committed",
             offsets={f"{tp.topic}/{tp.partition}": o for tp, o in sorted(todo.items())},
-            pending_rows={name: p.rows for name, p in self._pending.items()},
+            pending_rows=self._backlog.rows(),
         )
 
     # -- rebalancing ---------------------------------------------------------------------
@@ -311,13 +310,11 @@ class IngestPipeline:
     async def on_revoked(self) -> None:
         """Seal what is pending so the next owner need not replay it (not when stopping:
         a stop commits nothing more)."""
-        seal = not self._stopping and bool(
-            self._pending or self._sealer.in_flight or self._in_flight
-        )
+        seal = not self._stopping and bool(self._backlog or self._seals or self._in_flight)
         _log.info(
             "partitions.revoked",
             partitions=_names(self._consumer.assignment()),
-            pending_rows={name: p.rows for name, p in self._pending.items()},
+            pending_rows=self._backlog.rows(),
             sealing=seal,
         )
         if seal:
@@ -331,7 +328,7 @@ class IngestPipeline:
         leaves a sealed version whose offsets are uncommitted, and its successor must
         know those records are already sealed."""
         async with self._lock:
-            self._apply(await self._sealer.wait())  # durable; the reload below reads it
+            self._apply(await self._seals.wait())  # durable; the reload below reads it
             await self._drop_in_flight()
             self._epoch += 1  # a poll started before this assignment is read again
             self._reset_stream_state()

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from services.common.datasets.schema import CategoricalFeature, DatasetSchema
-from services.ingest.columns import EventColumns
+from services.ingest.decode.columns import EventColumns
 
 __all__ = ["Code", "Flag", "evaluate_rules"]
 

@@ -23,15 +23,15 @@ import pyarrow.compute as pc
 
 from driftloop.v1.events_pb2 import DataEvent, RejectionReason
 from services.common.datasets.schema import DatasetSchema
-from services.ingest.columns import (
+from services.ingest.decode.columns import (
     EventColumns,
     FlatEvents,
     columns_from_events,
     columns_from_flat,
     flat_from_events,
 )
+from services.ingest.decode.wire import Undecodable, decode_events, decode_flat
 from services.ingest.rules import Code, Flag, evaluate_rules
-from services.ingest.wire import Undecodable, decode_events, decode_flat
 
 __all__ = [
     "AcceptedRows",

@@ -17,7 +17,7 @@ from services.common.feature_store import FeatureKind, OnlineFeatureStore
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings, load_settings
 from services.ingest.pipeline import update_online_features
-from services.ingest.storage import VersionWriter, seal_version
+from services.ingest.seal.version import VersionWriter, seal_version
 from tests.conftest import run_cli
 
 KINDS: dict[str, FeatureKind] = {"amount": "numeric", "age": "numeric", "region": "categorical"}

@@ -84,7 +84,7 @@ def _column_parts(kind: str, array: pa.Array) -> list[bytes]:
 
 
 def _strictly_increasing(ids: pa.Array) -> bool:
-    """Already in the order `content_hash` sorts to (rows sealed by `storage` are: they
+    """Already in the order `content_hash` sorts to (rows sealed by ingest are: they
     come sorted by their unique event ids), so the sort can be skipped."""
     if ids.null_count or len(ids) < 2:
         return ids.null_count == 0

@@ -31,7 +31,7 @@ from services.common.datasets.manifest import VersionManifest
 from services.common.kafka import create_consumer, create_producer, ensure_topics
 from services.common.kafka_serde import base_headers
 from services.common.settings import Settings, TopicNames, load_settings
-from services.ingest.storage import VersionWriter
+from services.ingest.seal.version import VersionWriter
 
 __all__ = [
     "BAD_KINDS",

@@ -38,8 +38,8 @@ from services.common.kafka import Envelope, ProtobufConsumer, create_consumer, e
 from services.common.logging import configure_logging
 from services.common.settings import Settings, TopicNames, load_settings
 from services.ingest.config import IngestSettings
-from services.ingest.http_api import app_catalog, app_settings, create_http_app
-from services.ingest.http_models import ErrorResponse
+from services.ingest.http.api import app_catalog, app_settings, create_http_app
+from services.ingest.http.models import ErrorResponse
 from services.ingest.validation import validate_batch
 from tests.conftest import run_cli
 

@@ -35,7 +35,7 @@ from services.common.kafka import ensure_topics
 from services.common.logging import configure_logging
 from services.common.settings import Settings, TopicNames, load_settings
 from services.ingest.config import IngestSettings
-from services.ingest.http_api import create_http_app
+from services.ingest.http.api import create_http_app
 from tests.integration.ingest.test_http_api import credit_event
 
 MAX_EVENTS = 20

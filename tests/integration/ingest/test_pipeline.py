@@ -26,7 +26,7 @@ from services.common.feature_store import OnlineFeatureStore, feature_columns, l
 from services.common.kafka import create_consumer
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings
-from services.ingest.storage import VersionWriter
+from services.ingest.seal.version import VersionWriter
 from tests.integration.ingest.events_gen import (
     BAD_KINDS,
     IngestProcess,

@@ -22,7 +22,7 @@ from scipy.stats import rankdata
 from services.common.artifacts import ArtifactStore
 from services.common.datasets.manifest import VersionManifest
 from services.common.datasets.schema import DatasetSchema, load_schema
-from services.ingest.storage import VersionWriter, seal_version
+from services.ingest.seal.version import VersionWriter, seal_version
 
 __all__ = [
     "CREDIT_SCHEMA_PATH",

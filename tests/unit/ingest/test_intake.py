@@ -18,11 +18,12 @@ from opentelemetry import metrics
 
 from driftloop.v1.events_pb2 import DataEvent, RejectedEvent
 from services.common.datasets.schema import DatasetSchema
+from services.ingest.backlog import Backlog
+from services.ingest.decode.wire import decode_flat
 from services.ingest.dedup import Claims, Strings
 from services.ingest.intake import Intake, PipelineStats
-from services.ingest.pending import PendingRows, SourceBatch
-from services.ingest.sealing import SealedWatermarks
-from services.ingest.wire import decode_flat
+from services.ingest.offsets import SealedWatermarks
+from services.ingest.pending import SourceBatch
 from tests.unit.ingest.conftest import NOW_MS, make_event
 
 T = "data.events"
@@ -98,9 +99,7 @@ async def _run(loans: DatasetSchema, batches: list[list[bytes]], *, ahead: bool)
         meter=metrics.get_meter("test"),
         stats=PipelineStats(),
     )
-    pending: dict[str, PendingRows] = {}
-    unsealed: dict[str, set[str]] = {}
-    known: dict[str, dict[str, set[str]]] = {"loans": {"merchant": {"m1"}}}
+    backlog = Backlog(known={"loans": {"merchant": {"m1"}}})
     sealed, offset, in_flight, rechecks = SealedWatermarks(), 0, None, 0
 
     def check(payloads: list[bytes]) -> Any:
@@ -110,8 +109,7 @@ async def _run(loans: DatasetSchema, batches: list[list[bytes]], *, ahead: bool)
         return intake.check(
             batch,
             decode_flat(batch.values),
-            unsealed=unsealed,
-            known=known,
+            backlog,
             watermarks=sealed,
             ceiling={},
             now=NOW_MS,
@@ -119,22 +117,24 @@ async def _run(loans: DatasetSchema, batches: list[list[bytes]], *, ahead: bool)
 
     for payloads in batches:
         if not ahead and in_flight is not None:
-            await intake.finish(in_flight, pending, unsealed, known)
+            await intake.finish(in_flight, backlog)
             in_flight = None
         checked = check(payloads)
-        if in_flight is not None and await intake.finish(in_flight, pending, unsealed, known):
-            intake.recheck(checked, unsealed, known)
+        if in_flight is not None and await intake.finish(in_flight, backlog):
+            intake.recheck(checked, backlog)
             rechecks += 1
         intake.claim(checked, {})
         in_flight = checked
     assert in_flight is not None
-    await intake.finish(in_flight, pending, unsealed, known)
+    await intake.finish(in_flight, backlog)
 
-    table = pa.concat_tables(pending["loans"].tables)
+    table = pa.concat_tables(backlog.take("loans").tables)
     letters = sorted(
         (m.source_offset, m.event_id, tuple((r.code, r.field, r.message) for r in m.reasons))
         for m in producer.sent
     )
+    known = {"loans": backlog.known("loans")}
+    unsealed = {"loans": set(backlog.unsealed_ids("loans"))}
     return table.to_pylist(), letters, known, unsealed, rechecks
 
 

@@ -10,8 +10,8 @@ from aiokafka.structs import ConsumerRecord
 
 from services.common.datasets.manifest import OffsetRange
 from services.ingest.dedup import owner_of
+from services.ingest.offsets import OffsetTracker, SealedWatermarks
 from services.ingest.pending import PendingRows, Record, SourceBatch
-from services.ingest.sealing import OffsetTracker, SealedWatermarks
 
 T = "data.events"
 

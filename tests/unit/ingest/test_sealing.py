@@ -6,12 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from services.common.datasets.manifest import OffsetRange
-from services.ingest.sealing import (
-    OffsetTracker,
-    SealedWatermarks,
-    SealPolicy,
-    committable_offsets,
-)
+from services.ingest.offsets import OffsetTracker, SealedWatermarks, committable_offsets
+from services.ingest.seal.policy import SealPolicy
 
 T = "data.events"
 

@@ -26,7 +26,7 @@ from services.common.datasets.profile import (
     profile_table,
 )
 from services.common.datasets.schema import DatasetSchema, schema_hash
-from services.ingest.storage import REFERENCE_MIN_ROWS, SealedState, reference_versions
+from services.ingest.seal.history import REFERENCE_MIN_ROWS, SealedHistory, reference_versions
 from services.ingest.validation import validate_batch
 from tests.unit.ingest.conftest import NOW_MS, make_event
 
@@ -230,7 +230,7 @@ def test_the_reference_of_the_next_seal_is_the_newest_version_big_enough(
     assert reference_versions([big, small, smaller]) == {"loans": big}
     assert reference_versions([small]) == {}  # nothing to compare with yet
 
-    state = SealedState.of([big, small])
+    state = SealedHistory.of([big, small])
     assert state.heads["loans"] == small and state.references["loans"] == big
     state.sealed(smaller, [])
     assert state.heads["loans"] == smaller and state.references["loans"] == big

@@ -12,6 +12,7 @@ import pytest
 
 from driftloop.v1.events_pb2 import DataEvent
 from services.common.datasets.schema import DatasetSchema
+from services.ingest.decode.wire import decode_flat
 from services.ingest.validation import (
     DatasetContext,
     ValidationResult,
@@ -19,7 +20,6 @@ from services.ingest.validation import (
     validate_batch,
     validate_payloads,
 )
-from services.ingest.wire import decode_flat
 from tests.unit.ingest.conftest import NOW_MS, make_event
 
 
@@ -182,7 +182,7 @@ def test_an_empty_batch_decodes() -> None:
 def test_clean_records_take_the_compiled_path_and_odd_ones_go_to_upb() -> None:
     """The equality tests above would also pass if every record fell back to upb; the
     walk must take what serializers write and leave only the unusual to upb."""
-    from services.ingest.wire_kernels import scan
+    from services.ingest.decode.kernels import scan
 
     clean = [e.SerializeToString() for e in _events(random.Random(5), 30)]
     odd = [

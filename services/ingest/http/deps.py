@@ -15,8 +15,8 @@ from services.common.datasets.catalog import DatasetCatalog
 from services.common.datasets.schema import DatasetSchema
 from services.common.settings import Settings
 from services.ingest.config import IngestSettings
-from services.ingest.http_errors import RequestError
-from services.ingest.http_models import RequestCode
+from services.ingest.http.errors import RequestError
+from services.ingest.http.models import RequestCode
 
 __all__ = [
     "CatalogDep",

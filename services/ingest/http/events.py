@@ -1,6 +1,6 @@
 """`POST /v1/datasets/{name}/events`: validate a batch and publish it, all or nothing.
 
-Every event of the body is checked (`http_parsing`) before any is sent; then all of them
+Every event of the body is checked (`parsing`) before any is sent; then all of them
 go to `data.events`, keyed by entity key, and the answer waits for Kafka to acknowledge
 each one (202), or says that it did not (503, safe to retry: ingest deduplicates by id).
 """
@@ -16,10 +16,10 @@ from fastapi.concurrency import run_in_threadpool
 from driftloop.v1.events_pb2 import DataEvent
 from services.common.kafka import ProtobufProducer
 from services.common.logging import get_logger
-from services.ingest.http_deps import IngestDep, SchemasDep, SettingsDep, dataset_or_404
-from services.ingest.http_errors import RequestError, error_responses
-from services.ingest.http_models import AcceptedResponse, ErrorDetail, EventIn, RequestCode
-from services.ingest.http_parsing import JSON_TYPES, PROTOBUF_TYPES, checked_events, read_body
+from services.ingest.http.deps import IngestDep, SchemasDep, SettingsDep, dataset_or_404
+from services.ingest.http.errors import RequestError, error_responses
+from services.ingest.http.models import AcceptedResponse, ErrorDetail, EventIn, RequestCode
+from services.ingest.http.parsing import JSON_TYPES, PROTOBUF_TYPES, checked_events, read_body
 
 __all__ = ["EVENTS_PATH", "router"]
 

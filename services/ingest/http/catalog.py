@@ -21,9 +21,9 @@ from services.common.datasets.catalog import (
 )
 from services.common.datasets.manifest import VersionManifest
 from services.common.datasets.schema import DatasetSchema
-from services.ingest.http_deps import CatalogDep, SchemasDep, dataset_or_404
-from services.ingest.http_errors import RequestError, error_responses
-from services.ingest.http_models import RequestCode
+from services.ingest.http.deps import CatalogDep, SchemasDep, dataset_or_404
+from services.ingest.http.errors import RequestError, error_responses
+from services.ingest.http.models import RequestCode
 
 __all__ = ["router"]
 

@@ -3,7 +3,7 @@
 Building columns from upb messages costs ~10 µs a record, most of it reading the two maps
 one entry at a time. This decoder reads the protobuf wire format of a whole batch at
 once instead: the payloads are joined into one byte array, one compiled walk over it
-(`wire_kernels.scan`, numba) finds every field of every record, and strings are copied
+(`kernels.scan`, numba) finds every field of every record, and strings are copied
 out into Arrow buffers and checked for UTF-8 by Arrow. About 1-1.5 µs a record for the
 credit events, whatever the batch size: less than upb's parse of the same bytes into
 messages (`bench.ingest_decode`: 0.3x upb's time in 5,000-record batches, 0.9x in 500),
@@ -27,7 +27,7 @@ import pyarrow as pa
 from google.protobuf.message import DecodeError
 
 from driftloop.v1.events_pb2 import DataEvent
-from services.ingest.columns import FlatEvents, MapEntries, flat_from_events
+from services.ingest.decode.columns import FlatEvents, MapEntries, flat_from_events
 
 __all__ = ["Undecodable", "decode_events", "decode_flat", "warm_up"]
 
@@ -58,7 +58,7 @@ def decode_events(payloads: Sequence[bytes | None]) -> list[DataEvent | Undecoda
 
 
 _PAD = 16  # zero bytes after the joined payloads: `_doubles` reads 8 bytes anywhere
-# Rows of `wire_kernels.scan`'s per-record arrays (the order of its `_SLOT` table).
+# Rows of `kernels.scan`'s per-record arrays (the order of its `_SLOT` table).
 _STRING_SLOTS = {"event_id": 0, "dataset": 1, "entity_key": 2, "source": 3}
 _LABEL_SLOT = 5
 
@@ -73,7 +73,7 @@ def warm_up() -> None:
 
 def _strings(buf: np.ndarray, at: np.ndarray, size: np.ndarray) -> pa.Array:
     """The byte spans (`at`, `size`) of `buf` as a binary array."""
-    from services.ingest.wire_kernels import gather
+    from services.ingest.decode.kernels import gather
 
     offsets, data = gather(buf, at, size)
     return pa.Array.from_buffers(
@@ -113,7 +113,7 @@ def decode_flat(payloads: Sequence[bytes | None]) -> FlatEvents:
     bad = np.zeros(n, dtype=bool)
     bad[missing] = True
 
-    from services.ingest.wire_kernels import scan  # numba: loaded on the first decode
+    from services.ingest.decode.kernels import scan  # numba: loaded on the first decode
 
     at, size, event_time, numeric, categorical = scan(buf, starts, ends, bad)
     everyone = np.arange(n)

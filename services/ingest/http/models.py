@@ -4,8 +4,8 @@ Every 4xx answer has one shape, `ErrorResponse`: a list of `{index, field, code,
 message}` where `index` is the event's position in the request (null when the request
 as a whole is wrong) and `field` a dotted path such as `numeric.age`. Codes are the
 ingest rejection codes (`services.ingest.rules.Code`) for schema violations, plus the
-request-level codes in `RequestCode`. How a body becomes events is in `http_parsing`,
-how an error becomes a response in `http_errors`.
+request-level codes in `RequestCode`. How a body becomes events is in `parsing`,
+how an error becomes a response in `errors`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ columns per declared feature (`EventColumns`), the input of every validation rul
 
 `FlatEvents` holds the scalar fields of every record and its map entries as flat
 (record, key, value) arrays, in message order. It is built either from raw payloads
-without any per-record Python (`services.ingest.wire`) or from decoded `DataEvent`s
+without any per-record Python (`services.ingest.decode.wire`) or from decoded `DataEvent`s
 (`flat_from_events`, for callers that already hold messages); both give equal columns.
 `columns_from_flat` then scatters the entries into one column per declared feature with
 array indexing, so the cost grows with the number of map entries, not with entries

@@ -19,8 +19,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from driftloop.v1.events_pb2 import DataEvent, DataEventBatch
 from services.common.datasets.schema import DatasetSchema
-from services.ingest.http_errors import RequestError, pydantic_errors
-from services.ingest.http_models import ErrorDetail, EventIn, RequestCode
+from services.ingest.http.errors import RequestError, pydantic_errors
+from services.ingest.http.models import ErrorDetail, EventIn, RequestCode
 from services.ingest.validation import ValidationResult, validate_batch
 
 __all__ = [

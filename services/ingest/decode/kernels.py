@@ -1,4 +1,4 @@
-"""The compiled half of `services.ingest.wire`: one walk over the joined payloads that
+"""The compiled half of `services.ingest.decode.wire`: one walk over the joined payloads that
 finds every record's fields (`scan`), and the copy of byte spans into one buffer
 (`gather`). Compiled by numba with `cache=True` (the machine code is kept in
 `__pycache__` beside this file), and imported on the first decode only: importing numba

@@ -14,11 +14,11 @@ request published; retrying it is safe because ingest deduplicates by event id.
 The app owns one producer, started in its lifespan. Settings reach the handlers as
 dependencies (`app_settings`, `app_ingest_settings`, `app_catalog`), so a test swaps them
 with `app.dependency_overrides`; `app_from_env` builds the app from the cached,
-environment-derived settings (`uvicorn --factory services.ingest.http_api:app_from_env`).
+environment-derived settings (`uvicorn --factory services.ingest.http.api:app_from_env`).
 
-This module builds the app and serves health; the routes live in `http_events` (publish)
-and `http_catalog` (browse), request decoding in `http_parsing`, the bodies in
-`http_models`, error answers in `http_errors`, the dependencies in `http_deps`.
+This module builds the app and serves health; the routes live in `events` (publish)
+and `catalog` (browse), request decoding in `parsing`, the bodies in `models`, error
+answers in `errors`, the dependencies in `deps`.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from services.common.datasets.schema import load_schemas
 from services.common.kafka import ProtobufProducer, create_producer
 from services.common.settings import Settings, get_settings
 from services.common.telemetry import instrument_fastapi, setup_telemetry
-from services.ingest import http_catalog, http_events
 from services.ingest.config import IngestSettings, get_ingest_settings
-from services.ingest.http_deps import app_catalog, app_ingest_settings, app_schemas, app_settings
-from services.ingest.http_errors import error_responses, install_error_handling
-from services.ingest.http_models import HealthResponse, ReadyResponse
+from services.ingest.http import catalog, events
+from services.ingest.http.deps import app_catalog, app_ingest_settings, app_schemas, app_settings
+from services.ingest.http.errors import error_responses, install_error_handling
+from services.ingest.http.models import HealthResponse, ReadyResponse
 
 __all__ = [
     "app_catalog",
@@ -108,7 +108,7 @@ def create_http_app(settings: Settings, ingest: IngestSettings) -> FastAPI:
     )
     app.state.settings, app.state.ingest, app.state.schemas = settings, ingest, schemas
     app.state.producer = None
-    for router in (http_events.router, http_catalog.router, health):
+    for router in (events.router, catalog.router, health):
         app.include_router(router)
     install_error_handling(app)
     _document_limits(app, ingest)
@@ -122,7 +122,7 @@ def _document_limits(app: FastAPI, ingest: IngestSettings) -> None:
 
     def openapi() -> dict[str, Any]:
         schema = build()  # cached by `build`; edited in place once
-        post = schema["paths"][http_events.EVENTS_PATH]["post"]
+        post = schema["paths"][events.EVENTS_PATH]["post"]
         post["requestBody"]["content"]["application/json"]["schema"]["maxItems"] = (
             ingest.http_max_events
         )

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.logging import get_logger
-from services.ingest.http_models import ErrorDetail, ErrorResponse, RequestCode
+from services.ingest.http.models import ErrorDetail, ErrorResponse, RequestCode
 
 __all__ = [
     "RequestError",

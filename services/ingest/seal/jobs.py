@@ -21,18 +21,18 @@ from services.common.datasets.manifest import VersionManifest
 from services.common.datasets.schema import DatasetSchema
 from services.common.kafka import ProtobufProducer
 from services.ingest.pending import PendingRows
-from services.ingest.storage import StoredVersion, VersionWriter, seal_version
+from services.ingest.seal.version import StoredVersion, VersionWriter, seal_version
 
-__all__ = ["Sealed", "Sealer"]
+__all__ = ["FinishedSeal", "SealJobs"]
 
 
-class Sealed(NamedTuple):
+class FinishedSeal(NamedTuple):
     dataset: str
     rows: PendingRows
     stored: StoredVersion
 
 
-class Sealer:
+class SealJobs:
     def __init__(
         self,
         *,
@@ -45,7 +45,20 @@ class Sealer:
     ) -> None:
         self._storage, self._producer, self._schemas = storage, producer, schemas
         self._topic, self._thresholds, self._clock_ms = versions_topic, thresholds, clock_ms
-        self.in_flight: dict[str, tuple[PendingRows, asyncio.Task[StoredVersion]]] = {}
+        self._jobs: dict[str, tuple[PendingRows, asyncio.Task[StoredVersion]]] = {}
+
+    def __bool__(self) -> bool:
+        """Some seal is in flight."""
+        return bool(self._jobs)
+
+    def busy(self, name: str) -> bool:
+        """A seal of `name` is in flight (the next one must wait: it is its parent)."""
+        return name in self._jobs
+
+    def rows(self) -> list[tuple[str, PendingRows]]:
+        """The rows of the seals in flight: not durable yet, they hold the commit back
+        and keep their event ids claimed."""
+        return [(name, rows) for name, (rows, _) in self._jobs.items()]
 
     def start(
         self,
@@ -56,9 +69,9 @@ class Sealer:
     ) -> None:
         """Seal `rows` as the next version of `name`, after `parent`, assessed against
         `reference` (none of its seals may be in flight)."""
-        assert name not in self.in_flight, f"{name} is already being sealed"
+        assert name not in self._jobs, f"{name} is already being sealed"
         task = asyncio.ensure_future(self._seal(name, rows, parent, reference))
-        self.in_flight[name] = (rows, task)
+        self._jobs[name] = (rows, task)
 
     async def _seal(
         self,
@@ -86,23 +99,23 @@ class Sealer:
         message = manifest.to_proto(storage_uri, manifest_uri)
         await self._producer.send_and_wait(self._topic, message, key=manifest.dataset)
 
-    def reap(self) -> list[Sealed]:
+    def reap(self) -> list[FinishedSeal]:
         """The seals that have finished (durable and announced), no longer in flight."""
-        done = [name for name, (_, task) in self.in_flight.items() if task.done()]
+        done = [name for name, (_, task) in self._jobs.items() if task.done()]
         return [self._take(name) for name in done]
 
-    async def wait_for(self, name: str) -> list[Sealed]:
+    async def wait_for(self, name: str) -> list[FinishedSeal]:
         """Wait for the seal of `name` in flight, if any; then every finished one, reaped."""
-        if name in self.in_flight:
-            await asyncio.wait([self.in_flight[name][1]])
+        if name in self._jobs:
+            await asyncio.wait([self._jobs[name][1]])
         return self.reap()
 
-    async def wait(self) -> list[Sealed]:
+    async def wait(self) -> list[FinishedSeal]:
         """Wait for every seal in flight; all of them, reaped."""
-        if self.in_flight:
-            await asyncio.wait([task for _, task in self.in_flight.values()])
+        if self._jobs:
+            await asyncio.wait([task for _, task in self._jobs.values()])
         return self.reap()
 
-    def _take(self, name: str) -> Sealed:
-        rows, task = self.in_flight.pop(name)
-        return Sealed(name, rows, task.result())
+    def _take(self, name: str) -> FinishedSeal:
+        rows, task = self._jobs.pop(name)
+        return FinishedSeal(name, rows, task.result())
