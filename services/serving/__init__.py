@@ -6,6 +6,10 @@
 - `client.py` — `ServingClient`: what the router calls, through Serve handles
 - `errors.py` — `ServingUnavailable`, `ModelNotServed`, `InvalidFeatures`
 - `loopback.py` — keeps replica listeners on 127.0.0.1
+- `config.py` — `ServingSettings` (`DRIFTLOOP_SERVING_*`: variants, batching, replicas,
+  autoscaling per variant)
+- `state.py` — `$DRIFTLOOP_HOME/serving.json` (Ray address, what is deployed)
+- `health.py` — `/healthz`, `/readyz`, `/v1/variants`
 - `app.py` — wiring: Ray, Serve, `models.events`, health, `serving.json`
 """
 
