@@ -4,20 +4,23 @@ Delivery argument (DESIGN.md §4, issue 4). A consumed record ends in exactly on
 a row of one sealed version, or a record on `data.rejected`, or (replayed, at or below
 its dataset's sealed watermark) nowhere again, because it is already in a version.
 
-* Offsets are committed only to `committable_offsets(consumed, held)`: one past the last
-  processed record, held back to the first record of any dataset's unsealed rows, those
-  pending and those in a seal still in flight. A commit happens after the batch's dead
-  letters are acknowledged, and passes a seal's rows only once the seal is reaped: its
-  manifest written and its `DatasetVersion` acknowledged. So a crash loses nothing:
-  everything after the committed offset is consumed again. (A poll started ahead
-  (`poller`) has only been received, not processed: it does not count as consumed.)
+* Offsets are committed only to `offsets.committable_offsets(consumed, held)`: one past
+  the last processed record, held back to the first record of any dataset's unsealed
+  rows: those pending (`Backlog.trackers`), those in a seal still in flight
+  (`SealJobs.rows`) and those of the checked batch not yet finished. A commit happens
+  after the batch's dead letters are acknowledged, and passes a seal's rows only once
+  the seal is reaped: its manifest written and its `DatasetVersion` acknowledged. So a
+  crash loses nothing: everything after the committed offset is consumed again. (A poll
+  started ahead (`poller`) has only been received, not processed: it does not count as
+  consumed.)
 * Replay cannot duplicate: the manifests are the commit point of a version and list the
   offsets it covers; at start-up and on every assignment the sealed watermarks are
-  rebuilt from them, and replayed records of a dataset at or below its watermark are
-  skipped before validation. A seal always takes all of a dataset's pending rows, and
-  starts between batches, so every row of that dataset processed before it starts is in
-  it or an earlier version; rows processed while it runs have higher offsets than any
-  of its rows on the same partition, so the watermark it leaves does not cover them.
+  rebuilt from them (`seal.history.SealedHistory`), and replayed records of a dataset
+  at or below its watermark are skipped before validation. A seal always takes all of a
+  dataset's pending rows (`Backlog.take`), and starts between batches, so every row of
+  that dataset processed before it starts is in it or an earlier version; rows processed
+  while it runs have higher offsets than any of its rows on the same partition, so the
+  watermark it leaves does not cover them.
 * Sealing the same rows twice writes nothing: the version id is the content address and
   the manifest is created only if absent. A crash between the manifest and the
   announcement is repaired at start-up by re-announcing each dataset's head version
@@ -25,7 +28,16 @@ its dataset's sealed watermark) nowhere again, because it is already in a versio
   flight (`seal.jobs`), so each version's parent is the one sealed before it.
 * Event-id dedup across batches: `dedup.EventDedup` (Redis fast path, rebuilt from the
   sealed versions when Redis loses it), plus the ids of the unsealed rows, pending or
-  being sealed, which validation treats as seen without asking Redis.
+  being sealed, which validation treats as seen without asking Redis (the `Backlog`
+  keeps them until `sealed` is called for a reaped seal, and takes back those of a
+  claim that failed or of a batch dropped at a rebalance).
+
+Each piece of loop state has one owner: the `Backlog` (rows not yet in a version, their
+ids, the accepted categories), `SealJobs` (seals in flight), `SealedHistory` (what the
+manifests say), the `Poller` (the poll started ahead) and this class (the batch in
+flight, consumed and committed offsets, the assignment epoch). A step is: poll, check
+the batch (`Intake.check`), finish the one before (`Intake.finish`), claim this one's
+ids, reap finished seals, start due seals, commit.
 """
 
 from __future__ import annotations

@@ -11,10 +11,11 @@ earlier request, a category over the cap given earlier data) stay with the consu
 which dead-letters such records. A 503 (Kafka did not confirm) may leave part of the
 request published; retrying it is safe because ingest deduplicates by event id.
 
-The app owns one producer, started in its lifespan. Settings reach the handlers as
-dependencies (`app_settings`, `app_ingest_settings`, `app_catalog`), so a test swaps them
-with `app.dependency_overrides`; `app_from_env` builds the app from the cached,
-environment-derived settings (`uvicorn --factory services.ingest.http.api:app_from_env`).
+The app owns one producer, started in its lifespan. Settings and the producer reach the
+handlers as dependencies (`app_settings`, `app_ingest_settings`, `app_catalog`,
+`app_producer`), so a test swaps them with `app.dependency_overrides`; `app_from_env`
+builds the app from the cached, environment-derived settings
+(`uvicorn --factory services.ingest.http.api:app_from_env`).
 
 This module builds the app and serves health; the routes live in `events` (publish)
 and `catalog` (browse), request decoding in `parsing`, the bodies in `models`, error
@@ -29,16 +30,23 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
 from services.common.datasets.schema import load_schemas
-from services.common.kafka import ProtobufProducer, create_producer
+from services.common.kafka import create_producer
 from services.common.settings import Settings, get_settings
 from services.common.telemetry import instrument_fastapi, setup_telemetry
 from services.ingest.config import IngestSettings, get_ingest_settings
 from services.ingest.http import catalog, events
-from services.ingest.http.deps import app_catalog, app_ingest_settings, app_schemas, app_settings
+from services.ingest.http.deps import (
+    ProducerDep,
+    app_catalog,
+    app_ingest_settings,
+    app_producer,
+    app_schemas,
+    app_settings,
+)
 from services.ingest.http.errors import error_responses, install_error_handling
 from services.ingest.http.models import HealthResponse, ReadyResponse
 
@@ -46,6 +54,7 @@ __all__ = [
     "app_catalog",
     "app_from_env",
     "app_ingest_settings",
+    "app_producer",
     "app_schemas",
     "app_settings",
     "create_http_app",
@@ -66,8 +75,7 @@ async def healthz() -> HealthResponse:
     responses={503: {"model": ReadyResponse}},
     summary="Readiness: the producer is connected to a Kafka broker",
 )
-async def readyz(request: Request) -> JSONResponse:
-    producer: ProtobufProducer | None = request.app.state.producer
+async def readyz(producer: ProducerDep) -> JSONResponse:
     ready, detail = False, "the Kafka producer is not running"
     if producer is not None:
         client = producer.raw.client

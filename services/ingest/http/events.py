@@ -16,7 +16,13 @@ from fastapi.concurrency import run_in_threadpool
 from driftloop.v1.events_pb2 import DataEvent
 from services.common.kafka import ProtobufProducer
 from services.common.logging import get_logger
-from services.ingest.http.deps import IngestDep, SchemasDep, SettingsDep, dataset_or_404
+from services.ingest.http.deps import (
+    IngestDep,
+    ProducerDep,
+    SchemasDep,
+    SettingsDep,
+    dataset_or_404,
+)
 from services.ingest.http.errors import RequestError, error_responses
 from services.ingest.http.models import AcceptedResponse, ErrorDetail, EventIn, RequestCode
 from services.ingest.http.parsing import JSON_TYPES, PROTOBUF_TYPES, checked_events, read_body
@@ -67,7 +73,12 @@ async def _publish(
     summary="Validate a batch of events and publish it to data.events (all or nothing)",
 )
 async def post_events(
-    name: str, request: Request, settings: SettingsDep, ingest: IngestDep, schemas: SchemasDep
+    name: str,
+    request: Request,
+    settings: SettingsDep,
+    ingest: IngestDep,
+    schemas: SchemasDep,
+    producer: ProducerDep,
 ) -> AcceptedResponse:
     schema = dataset_or_404(name, schemas)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -79,7 +90,6 @@ async def post_events(
     events = await run_in_threadpool(
         checked_events, body, media_type, schema, ingest.http_max_events
     )
-    producer: ProtobufProducer | None = request.app.state.producer
     if producer is None:
         raise RequestError.one(503, RequestCode.UNAVAILABLE, "the Kafka producer is not running")
     topic = settings.topics.data_events

@@ -1,6 +1,6 @@
-"""Synthetic `credit` events for the ingest tests and benchmark, and the small harness the
-integration tests share: publish, run `python -m services.ingest` as a child process,
-read topics and sealed versions back.
+"""Synthetic `credit` events for the ingest tests and benchmark, and the data helpers the
+integration tests share: publish, read topics and sealed versions back (processes,
+settings and waits: `tests.integration.harness`).
 
 Every generated record carries the reason code it must be rejected with (None: it must
 be accepted), so tests compare what the service did against what the input was.
@@ -11,16 +11,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 from google.protobuf.message import Message
@@ -30,25 +23,21 @@ from services.common.artifacts import ArtifactStore
 from services.common.datasets.manifest import VersionManifest
 from services.common.kafka import create_consumer, create_producer, ensure_topics
 from services.common.kafka_serde import base_headers
-from services.common.settings import Settings, TopicNames, load_settings
+from services.common.settings import Settings
 from services.ingest.seal.version import VersionWriter
 
 __all__ = [
     "BAD_KINDS",
-    "IngestProcess",
     "Item",
     "Published",
     "create_topics",
     "credit_event",
-    "isolated_settings",
     "make_stream",
     "publish",
     "read_topic",
     "sealed_rows",
-    "wait_for",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 REGIONS = ["north", "south", "east", "west", "central"]
 EMPLOYMENT = ["salaried", "self_employed", "contractor", "unemployed", "retired", "student"]
 PURPOSES = [f"purpose_{i:02d}" for i in range(64)]  # exactly the cap: no room for new ones
@@ -254,71 +243,7 @@ def disjoint_source_ranges(manifests: list[VersionManifest]) -> dict[int, list[t
     return covered
 
 
-def isolated_settings(stack: Settings, tmp: Path) -> tuple[Settings, dict[str, str]]:
-    """Unique topics, group and artifact root for one test; and the env for the service."""
-    uid = uuid.uuid4().hex[:10]
-    topics = TopicNames(
-        data_events=f"data.events.{uid}",
-        data_rejected=f"data.rejected.{uid}",
-        datasets_versions=f"datasets.versions.{uid}",
-    )
-    root = f"file://{tmp / 'artifacts'}"
-    settings = load_settings(home=stack.home, topics=topics, artifact_root=root)
-    env = {
-        "DRIFTLOOP_HOME": str(stack.home),
-        "DRIFTLOOP_ARTIFACT_ROOT": root,
-        "DRIFTLOOP_TOPICS__DATA_EVENTS": topics.data_events,
-        "DRIFTLOOP_TOPICS__DATA_REJECTED": topics.data_rejected,
-        "DRIFTLOOP_TOPICS__DATASETS_VERSIONS": topics.datasets_versions,
-        "DRIFTLOOP_INGEST_GROUP_ID": f"ingest-{uid}",
-        "DRIFTLOOP_INGEST_GROUP_INSTANCE_ID": f"ingest-{uid}-0",
-    }
-    return settings, env
-
-
 async def create_topics(settings: Settings) -> None:
     t = settings.topics
     await ensure_topics(settings, [t.data_events], partitions=3)
     await ensure_topics(settings, [t.data_rejected, t.datasets_versions], partitions=1)
-
-
-class IngestProcess:
-    """`python -m services.ingest` as a child process (so SIGKILL is real)."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env, self.log_path = env, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.ingest"],
-                cwd=REPO_ROOT,
-                env={**os.environ, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def signal(self, sig: signal.Signals, timeout_s: float = 30) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout_s)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, n: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-
-async def wait_for(
-    condition: Callable[[], bool], timeout_s: float, what: str, proc: IngestProcess | None = None
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if proc is not None and not proc.alive():
-            raise AssertionError(f"ingest exited while waiting for {what}:\n{proc.log_tail()}")
-        if time.monotonic() > deadline:
-            tail = proc.log_tail() if proc else ""
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{tail}")
-        await asyncio.sleep(0.05)

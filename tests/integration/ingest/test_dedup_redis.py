@@ -209,7 +209,9 @@ async def test_ids_are_remembered_for_the_window_and_then_forgotten(
     assert (await dedup.claim(DATASET, ["old"], _owners(1, 0, 1), [])).all()
     buckets = await redis.keys(f"{prefix}:*:ids:*")
     assert buckets and all(0 < ttl <= 2_000 for ttl in [await redis.pttl(k) for k in buckets])
-    await asyncio.sleep(3.2)
-    assert not await redis.keys(f"{prefix}:*:ids:*")
+    expired_by = time.monotonic() + 3.2  # two windows and a margin
+    while await redis.keys(f"{prefix}:*:ids:*"):
+        assert time.monotonic() < expired_by, "a bucket outlived two windows"
+        await asyncio.sleep(0.05)
     # Past the window the id is forgotten: the stated limit, a later copy is accepted.
     assert not (await dedup.claim(DATASET, ["old"], _owners(1, 0, 1), [])).any()

@@ -17,16 +17,20 @@ import pytest
 from driftloop.v1.events_pb2 import DataEvent, DatasetVersion, RejectedEvent
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings
+from tests.integration.harness import (
+    INGEST,
+    ServiceProcess,
+    isolated_settings,
+    wait_committed_to_end,
+    wait_for,
+)
 from tests.integration.ingest.events_gen import (
-    IngestProcess,
     create_topics,
     disjoint_source_ranges,
-    isolated_settings,
     make_stream,
     publish,
     read_topic,
     sealed_rows,
-    wait_for,
 )
 
 N_EVENTS = 12_000
@@ -53,7 +57,7 @@ def _mid_seal(root: str) -> bool:
     )
 
 
-async def _kill_mid_seal(service: IngestProcess, root: str, timeout_s: float = 20) -> str:
+async def _kill_mid_seal(service: ServiceProcess, root: str, timeout_s: float = 20) -> str:
     """SIGKILL while a seal is between its data and its manifest, if we catch one;
     else right after the next manifest appears (before its offsets are committed)."""
     start = _manifest_count(root)
@@ -81,7 +85,7 @@ async def _run_with_crashes(stack: Settings, tmp: Path, flush_redis: bool) -> No
     moments = []
 
     # 1: killed right after the first version is sealed.
-    service = IngestProcess({**env, **SERVICE_ENV}, log)
+    service = ServiceProcess(INGEST, {**env, **SERVICE_ENV}, log)
     service.start()
     await wait_for(lambda: _manifest_count(root) >= 1, 60, "first version", service)
     service.signal(signal.SIGKILL)
@@ -111,7 +115,7 @@ async def _run_with_crashes(stack: Settings, tmp: Path, flush_redis: bool) -> No
     service.start()
     n_good = len(good)
     await wait_for(lambda: sealed_rows(root)[1].num_rows >= n_good, 120, "all rows", service)
-    await asyncio.sleep(1.5)  # anything left to (wrongly) seal, or to commit
+    await wait_committed_to_end(settings, env["DRIFTLOOP_INGEST_GROUP_ID"], service)
     assert service.signal(signal.SIGTERM) == 0
     stopped = json.loads(log.read_text().strip().splitlines()[-1])
     assert stopped["event"] == "ingest.stopped", stopped

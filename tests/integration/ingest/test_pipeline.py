@@ -8,35 +8,35 @@ the dead-letter topic with its original bytes and the right reason code.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-from aiokafka import TopicPartition
 
 from driftloop.v1.events_pb2 import DataEvent, DatasetVersion, RejectedEvent
 from services.common.artifacts import ArtifactStore
 from services.common.datasets.schema import load_schema
 from services.common.feature_store import OnlineFeatureStore, feature_columns, latest_per_key
-from services.common.kafka import create_consumer
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings
 from services.ingest.seal.version import VersionWriter
+from tests.integration.harness import (
+    INGEST,
+    ServiceProcess,
+    isolated_settings,
+    wait_committed_to_end,
+    wait_for,
+)
 from tests.integration.ingest.events_gen import (
     BAD_KINDS,
-    IngestProcess,
     create_topics,
-    isolated_settings,
     make_stream,
     publish,
     read_topic,
     sealed_rows,
-    wait_for,
 )
 
 CREDIT_SCHEMA = Path(__file__).resolve().parents[3] / "deploy" / "datasets" / "credit.yaml"
@@ -51,15 +51,6 @@ SERVICE_ENV = {
 
 def _row_count(root: str) -> int:
     return sealed_rows(root)[1].num_rows
-
-
-async def _committed_vs_end(settings: Settings, group_id: str) -> dict[int, tuple[int, int]]:
-    consumer = create_consumer(settings, group_id=group_id)
-    async with consumer:
-        raw = consumer.raw
-        tps = [TopicPartition(settings.topics.data_events, p) for p in range(3)]
-        ends = await raw.end_offsets(tps)
-        return {tp.partition: (await raw.committed(tp) or 0, ends[tp]) for tp in tps}
 
 
 def _check_online_features(settings: Settings, table: pa.Table) -> None:
@@ -100,7 +91,7 @@ async def test_every_event_is_versioned_or_dead_lettered_exactly_once(
     assert {p.item.expected for p in bad.values()} == set(BAD_KINDS)
     assert 0.04 < len(bad) / N_EVENTS < 0.06
 
-    service = IngestProcess({**env, **SERVICE_ENV}, tmp_path / "ingest.log")
+    service = ServiceProcess(INGEST, {**env, **SERVICE_ENV}, tmp_path / "ingest.log")
     service.start()
     root = settings.artifact_root
     await wait_for(lambda: _row_count(root) >= len(good), 120, "all good rows sealed", service)
@@ -113,14 +104,7 @@ async def test_every_event_is_versioned_or_dead_lettered_exactly_once(
     # Offsets are committed to the end (after the last version is announced), so a
     # restart has nothing to do. Waited for before the stop: a stop commits nothing more.
     group = env["DRIFTLOOP_INGEST_GROUP_ID"]
-    deadline = time.monotonic() + 60
-    while lagging := {
-        partition: (committed, end)
-        for partition, (committed, end) in (await _committed_vs_end(settings, group)).items()
-        if committed != end
-    }:
-        assert time.monotonic() < deadline, f"committed < end: {lagging}\n{service.log_tail()}"
-        await asyncio.sleep(0.2)
+    await wait_committed_to_end(settings, group, service)
     assert service.signal(signal.SIGTERM) == 0, service.log_tail()
 
     # Every good record is in exactly one version, with its values.
@@ -179,13 +163,16 @@ async def test_every_event_is_versioned_or_dead_lettered_exactly_once(
         assert Path(message.manifest_uri.removeprefix("file://")).is_file()
         assert Path(message.storage_uri.removeprefix("file://")).is_file()
 
-    # A restart finds nothing to do.
-    again = IngestProcess({**env, **SERVICE_ENV}, tmp_path / "ingest-again.log")
+    # A restart finds nothing to do: one new event after it is up is all it consumes
+    # (waiting for that event's version shows it was consuming, without a fixed sleep).
+    again = ServiceProcess(INGEST, {**env, **SERVICE_ENV}, tmp_path / "ingest-again.log")
     again.start()
-    started = lambda: "ingest.started" in again.log_path.read_text()  # noqa: E731
+    started = lambda: "ingest.started" in again.log_text()  # noqa: E731
     await wait_for(started, 60, "restart", again)
-    await asyncio.sleep(3)  # time to consume anything left (there must be nothing)
+    sentinel = make_stream(1, bad_fraction=0.0, prefix=f"{uid}x", seed=3)
+    await publish(settings, settings.topics.data_events, sentinel)
+    await wait_for(lambda: _row_count(root) > total_good, 60, "the new event sealed", again)
     assert again.signal(signal.SIGTERM) == 0
     stopped = json.loads(again.log_path.read_text().strip().splitlines()[-1])
-    assert stopped["event"] == "ingest.stopped" and stopped["consumed"] == 0, stopped
-    assert len(sealed_rows(root)[0]) == len(manifests)
+    assert stopped["event"] == "ingest.stopped" and stopped["consumed"] == 1, stopped
+    assert len(sealed_rows(root)[0]) == len(manifests) + 1

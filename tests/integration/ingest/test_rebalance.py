@@ -34,16 +34,14 @@ from driftloop.v1.events_pb2 import DataEvent, RejectedEvent
 from services.common.kafka import create_consumer, create_producer, ensure_topics
 from services.common.kafka_serde import base_headers
 from services.common.settings import Settings
+from tests.integration.harness import INGEST, ServiceProcess, isolated_settings, wait_for
 from tests.integration.ingest.events_gen import (
-    IngestProcess,
     Item,
     Published,
     disjoint_source_ranges,
-    isolated_settings,
     make_stream,
     read_topic,
     sealed_rows,
-    wait_for,
 )
 
 PARTITIONS = 4
@@ -63,7 +61,7 @@ class Member:
     def __init__(self, name: str, env: dict[str, str], tmp: Path) -> None:
         self.name = f"ingest-{name}"
         member_env = {**env, **SERVICE_ENV, "DRIFTLOOP_SERVICE_NAME": self.name}
-        self.process = IngestProcess(member_env, tmp / f"{self.name}.log")
+        self.process = ServiceProcess(INGEST, member_env, tmp / f"{self.name}.log")
 
     def events(self, event: str) -> list[dict[str, object]]:
         out = []

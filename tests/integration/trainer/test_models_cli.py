@@ -18,7 +18,8 @@ from services.common.registry import (
 )
 from services.common.settings import Settings
 from tests.conftest import run_cli
-from tests.integration.trainer.loop_harness import loop_settings, model_events
+from tests.integration.harness import isolated_settings
+from tests.integration.trainer.loop_harness import model_events
 from tests.integration.trainer.test_trainer_loop import _topics
 
 INFO = RegistrationInfo(
@@ -35,7 +36,7 @@ INFO = RegistrationInfo(
 async def test_promote_and_rollback_move_champion_record_why_and_announce(
     stack: Settings, tmp_path: Path
 ) -> None:
-    settings, env = loop_settings(stack, tmp_path)
+    settings, env = isolated_settings(stack, tmp_path, static_ingest=False)
     await _topics(settings)
     registry = ModelRegistry(ArtifactStore(settings.artifact_root))
     for _ in range(3):

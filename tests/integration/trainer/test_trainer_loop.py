@@ -23,13 +23,11 @@ from services.common.redis_client import sync_redis
 from services.common.registry import ModelRegistry
 from services.common.settings import Settings
 from services.trainer.lock import TrainingLock
+from tests.integration.harness import REPO_ROOT, ServiceProcess, isolated_settings
 from tests.integration.ingest.events_gen import publish
 from tests.integration.trainer.loop_harness import (
-    REPO_ROOT,
-    ServiceProcess,
     get_json,
     labelled_stream,
-    loop_settings,
     model_events,
     write_spec,
 )
@@ -96,7 +94,7 @@ async def _seal(settings: Settings, env: dict[str, str], tmp: Path, n: int, seed
 async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_gated(
     stack: Settings, tmp_path: Path
 ) -> None:
-    settings, env = loop_settings(stack, tmp_path)
+    settings, env = isolated_settings(stack, tmp_path, static_ingest=False)
     write_spec(tmp_path, "credit-loop")
     await _topics(settings)
     ingest = ServiceProcess(
@@ -186,7 +184,7 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
 async def sealed_credit(
     stack: Settings, tmp_path: Path
 ) -> AsyncIterator[tuple[Settings, dict[str, str], Path]]:
-    settings, env = loop_settings(stack, tmp_path)
+    settings, env = isolated_settings(stack, tmp_path, static_ingest=False)
     write_spec(tmp_path, "credit-loop")
     await _topics(settings)
     await _seal(settings, env, tmp_path, 5000, seed=2)
