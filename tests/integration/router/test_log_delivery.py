@@ -4,9 +4,6 @@ spools the logs to disk and replays them, none lost or duplicated."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -17,6 +14,7 @@ from services.common.settings import Settings
 from services.router.serving_port import ServingPort
 from services.stack import kafka_broker
 from services.stack.config import StackConfig
+from services.stack.processes import stop_process
 from services.stack.state import read_state, write_state
 from tests.integration.router.conftest import MODEL, RunningRouter, Served, running_router
 from tests.integration.router.helpers import (
@@ -52,14 +50,6 @@ def _broker_pid(home: Path) -> int:
     return state.parts["kafka"].pid
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _restart_broker(stack: Settings) -> None:
     """Start the stack's broker again on its own data and ports, as `stack up` did."""
     state = read_state(stack.home)
@@ -87,8 +77,7 @@ async def test_broker_outage_spools_and_replays_without_loss_or_duplicates(
             await r.stub.Predict(predict_request(MODEL, row, rid=rid))
         await wait_until(lambda: r.app.logger.stats.sent >= 20, 30, "logs before the outage")
         pid = _broker_pid(stack.home)
-        os.kill(pid, signal.SIGTERM)
-        await asyncio.to_thread(lambda: [time.sleep(0.1) for _ in iter(lambda: _alive(pid), False)])
+        assert await asyncio.to_thread(stop_process, pid, 60.0), "the broker did not stop"
         during: list[str] = []
         for i in range(200):  # every request still answered while Kafka is gone
             rid = f"out-{uuid.uuid4().hex}"
