@@ -25,7 +25,7 @@ from services.common.kafka import create_producer
 from services.common.logging import configure_logging, get_logger
 from services.common.redis_client import sync_redis
 from services.common.registry import ModelRegistry
-from services.common.telemetry import Telemetry, instrument_grpc_server, setup_telemetry
+from services.common.telemetry import Telemetry, setup_telemetry
 from services.router.auth import BearerTokenInterceptor
 from services.router.coalescing import Coalescer, VariantResult
 from services.router.config import RouterSettings
@@ -79,7 +79,6 @@ class RouterApp:
             self.sink,
             Spool(settings.spool_path, settings.router_spool_max_bytes),
             queue_size=settings.router_log_queue,
-            send_timeout_s=15.0,
             on_drop=lambda why, n: self.metrics.log_dropped.add(n, {"reason": why}),
         )
         self.coalescer = Coalescer(
@@ -121,9 +120,9 @@ class RouterApp:
         s = self.settings
         await self.experiments.start()
         self.logger.start()
+        # Tracing is the servicers' own (grpc_api.request_span): one span per request,
+        # continued from the caller's metadata, with or without an SDK installed.
         interceptors: list[grpc.aio.ServerInterceptor] = []
-        if self.telemetry is not None:
-            interceptors.append(instrument_grpc_server(self.telemetry))
         if s.router_auth_token:
             interceptors.append(BearerTokenInterceptor(s.router_auth_token))
         server = grpc.aio.server(

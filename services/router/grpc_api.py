@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
+from opentelemetry import trace
 
 from driftloop.v1 import prediction_pb2 as pb
 from driftloop.v1 import prediction_pb2_grpc as pb_grpc
+from services.common.telemetry import extract_grpc_metadata
 from services.router.errors import status_for
 from services.router.routing import Router
 from services.router.validation import BatchInput, InvalidRequest, batch_frame, single_frame
 
-__all__ = ["PredictionServicer", "deadline_of"]
+__all__ = ["PredictionServicer", "deadline_of", "request_span"]
+
+_tracer = trace.get_tracer("driftloop.router")
+
+
+@contextmanager
+def request_span(name: str, context: grpc.aio.ServicerContext) -> Iterator[trace.Span]:
+    """One trace per request, continued from the caller's W3C trace context (metadata);
+    its context reaches the PredictionLog headers through the current context."""
+    parent = extract_grpc_metadata(context.invocation_metadata())
+    with _tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.SERVER) as span:
+        yield span
 
 
 def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
@@ -26,6 +41,12 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
         self._max_batch_rows = max_batch_rows
 
     async def Predict(
+        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PredictResponse:
+        with request_span("driftloop.v1.PredictionService/Predict", context):
+            return await self._predict(request, context)
+
+    async def _predict(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> pb.PredictResponse:
         try:
@@ -53,6 +74,12 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
         )
 
     async def PredictBatch(
+        self, request: pb.PredictBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PredictBatchResponse:
+        with request_span("driftloop.v1.PredictionService/PredictBatch", context):
+            return await self._predict_batch(request, context)
+
+    async def _predict_batch(
         self, request: pb.PredictBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.PredictBatchResponse:
         try:

@@ -21,7 +21,7 @@ from driftloop.v1 import open_inference_pb2 as oip
 from driftloop.v1 import open_inference_pb2_grpc as oip_grpc
 from services.router.errors import status_for
 from services.router.features import FeatureFrame, ModelContract
-from services.router.grpc_api import deadline_of
+from services.router.grpc_api import deadline_of, request_span
 from services.router.routing import Router
 from services.router.validation import InvalidRequest, NotFound, Violation
 
@@ -129,6 +129,12 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelInfer(
+        self, request: oip.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> oip.ModelInferResponse:
+        with request_span("inference.GRPCInferenceService/ModelInfer", context):
+            return await self._infer(request, context)
+
+    async def _infer(
         self, request: oip.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> oip.ModelInferResponse:
         try:

@@ -27,9 +27,9 @@ __all__ = ["LogStats", "PredictionLogger", "Record", "SendBatch"]
 
 _log = get_logger(__name__)
 
-# Sends records to the topic and resolves when Kafka acknowledged all of them (raises
-# when any was not delivered).
-SendBatch = Callable[[Sequence[Record]], Awaitable[None]]
+# Sends records to the topic; returns the ones Kafka did not take (raising means none
+# was taken). A record it returns must not have been written: it goes to the spool.
+SendBatch = Callable[[Sequence[Record]], Awaitable[Sequence[Record]]]
 
 
 @dataclass
@@ -50,7 +50,6 @@ class PredictionLogger:
         *,
         queue_size: int = 50_000,
         batch_size: int = 1_000,
-        send_timeout_s: float = 5.0,
         retry_s: float = 1.0,
         on_drop: Callable[[str, int], None] | None = None,
     ) -> None:
@@ -58,7 +57,6 @@ class PredictionLogger:
         self._spool = spool
         self._queue: asyncio.Queue[Record] = asyncio.Queue(queue_size)
         self._batch_size = batch_size
-        self._send_timeout_s = send_timeout_s
         self._retry_s = retry_s
         self._on_drop = on_drop
         self.stats = LogStats()
@@ -111,20 +109,24 @@ class PredictionLogger:
             if self._spool:
                 self._to_spool(batch)
                 await self._replay()
-            elif batch and not await self._try_send(batch):
-                self._to_spool(batch)
-                _log.warning(
-                    "prediction_log.spooling", records=len(batch), path=str(self._spool.path)
-                )
+            elif batch:
+                failed = await self._try_send(batch)
+                if failed:
+                    self._to_spool(failed)
+                    _log.warning(
+                        "prediction_log.spooling", records=len(failed), path=str(self._spool.path)
+                    )
 
-    async def _try_send(self, batch: Sequence[Record]) -> bool:
+    async def _try_send(self, batch: Sequence[Record]) -> Sequence[Record]:
+        """Send; returns what was not delivered. No timeout here: the sender bounds its own
+        enqueueing, and abandoning a record Kafka may still write would duplicate it."""
         try:
-            await asyncio.wait_for(self._send(batch), self._send_timeout_s)
-        except Exception as exc:  # Kafka down, timed out: the spool takes over
+            failed = await self._send(batch)
+        except Exception as exc:  # nothing was taken: the spool takes over
             _log.debug("prediction_log.send_failed", error=f"{type(exc).__name__}: {exc}")
-            return False
-        self.stats.sent += len(batch)
-        return True
+            failed = batch
+        self.stats.sent += len(batch) - len(failed)
+        return failed
 
     def _to_spool(self, batch: Sequence[Record]) -> None:
         if not batch:
@@ -137,10 +139,17 @@ class PredictionLogger:
     async def _replay(self) -> None:
         while self._spool:
             records, pos = await asyncio.to_thread(self._spool.read, self._batch_size)
-            if not records or not await self._try_send(records):
+            if not records:
                 return
+            failed = await self._try_send(records)
+            if len(failed) == len(records):
+                return  # Kafka still away: retry later from the same place
+            # what was delivered is committed; what was not goes behind the rest
+            self.stats.sent -= len(records) - len(failed)
+            self.stats.replayed += len(records) - len(failed)
+            if failed:
+                self._spool.append(failed)
             self._spool.commit(pos)
-            self.stats.replayed += len(records)
             if not self._spool:
                 _log.info("prediction_log.replayed", replayed_total=self.stats.replayed)
 

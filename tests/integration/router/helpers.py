@@ -84,6 +84,13 @@ async def wait_until(cond: Callable[[], bool], timeout_s: float = 30.0, what: st
 async def read_logs(
     settings: Settings, request_ids: Iterable[str], *, want: int, timeout_s: float = 60.0
 ) -> list[ev.PredictionLog]:
+    records = await read_log_records(settings, request_ids, want=want, timeout_s=timeout_s)
+    return [m for m, _ in records]
+
+
+async def read_log_records(
+    settings: Settings, request_ids: Iterable[str], *, want: int, timeout_s: float = 60.0
+) -> list[tuple[ev.PredictionLog, dict[str, bytes]]]:
     """Every PredictionLog on the topic whose request id is in `request_ids`: reads from the
     beginning until `want` matching records are seen and the end of each partition is
     reached (so duplicates after them are seen too)."""
@@ -100,7 +107,7 @@ async def read_logs(
         parts = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
-        found: list[ev.PredictionLog] = []
+        found: list[tuple[ev.PredictionLog, dict[str, bytes]]] = []
         deadline = time.monotonic() + timeout_s
         while True:
             batch = await consumer.getmany(timeout_ms=500)
@@ -108,7 +115,7 @@ async def read_logs(
                 for r in records:
                     msg = ev.PredictionLog.FromString(r.value)
                     if msg.request_id in ids:
-                        found.append(msg)
+                        found.append((msg, dict(r.headers)))
             if len(found) >= want:
                 ends = await consumer.end_offsets(parts)
                 positions = [await consumer.position(p) for p in parts]

@@ -55,10 +55,11 @@ class MemorySink:
     delivered: list[Record] = field(default_factory=list)
     down: bool = False
 
-    async def __call__(self, records: Sequence[Record]) -> None:
+    async def __call__(self, records: Sequence[Record]) -> list[Record]:
         if self.down:
             raise ConnectionError("broker down")
         self.delivered.extend(records)
+        return []
 
 
 @dataclass
