@@ -24,9 +24,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from services.common.encoding import FeatureEncoder
 from services.common.ray_runtime import ensure_ray, shutdown_ray
 from services.trainer.data import SplitSpec, TrainingData, split_by_time
-from services.trainer.encoding import FeatureEncoder
 from services.trainer.models import XGBOOST_DEFAULTS, xgboost_train_args
 from services.trainer.params import resolve_params
 from services.trainer.tuning import TrainingJob, labels_of, train_on_ray

@@ -237,7 +237,7 @@ class LabelEvent(_message.Message):
     def __init__(self, label_id: _Optional[str] = ..., request_id: _Optional[str] = ..., entity_key: _Optional[str] = ..., model: _Optional[str] = ..., outcome: _Optional[float] = ..., event_time_ms: _Optional[int] = ...) -> None: ...
 
 class PredictionLog(_message.Message):
-    __slots__ = ("request_id", "time_ms", "model", "version", "variant", "shadow", "entity_key", "numeric", "categorical", "score", "latency_ms", "experiment", "bucket", "error")
+    __slots__ = ("request_id", "time_ms", "model", "version", "variant", "shadow", "entity_key", "numeric", "categorical", "score", "latency_ms", "experiment", "bucket", "looked_up", "feature_age_ms", "defaulted", "error")
     class NumericEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -265,6 +265,9 @@ class PredictionLog(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     BUCKET_FIELD_NUMBER: _ClassVar[int]
+    LOOKED_UP_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     time_ms: int
@@ -279,8 +282,11 @@ class PredictionLog(_message.Message):
     latency_ms: float
     experiment: str
     bucket: int
+    looked_up: _containers.RepeatedScalarFieldContainer[str]
+    feature_age_ms: int
+    defaulted: _containers.RepeatedScalarFieldContainer[str]
     error: str
-    def __init__(self, request_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., variant: _Optional[str] = ..., shadow: _Optional[bool] = ..., entity_key: _Optional[str] = ..., numeric: _Optional[_Mapping[str, float]] = ..., categorical: _Optional[_Mapping[str, str]] = ..., score: _Optional[float] = ..., latency_ms: _Optional[float] = ..., experiment: _Optional[str] = ..., bucket: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., time_ms: _Optional[int] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., variant: _Optional[str] = ..., shadow: _Optional[bool] = ..., entity_key: _Optional[str] = ..., numeric: _Optional[_Mapping[str, float]] = ..., categorical: _Optional[_Mapping[str, str]] = ..., score: _Optional[float] = ..., latency_ms: _Optional[float] = ..., experiment: _Optional[str] = ..., bucket: _Optional[int] = ..., looked_up: _Optional[_Iterable[str]] = ..., feature_age_ms: _Optional[int] = ..., defaulted: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class DriftEvent(_message.Message):
     __slots__ = ("event_id", "model", "version", "window_start_ms", "window_end_ms", "metric", "feature", "slice", "value", "threshold", "severity", "consecutive_windows", "created_at_ms")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64riftloop/v1/prediction.proto\x12\x0c\x64riftloop.v1\"\xab\x02\n\x0ePredictRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nentity_key\x18\x03 \x01(\t\x12:\n\x07numeric\x18\x04 \x03(\x0b\x32).driftloop.v1.PredictRequest.NumericEntry\x12\x42\n\x0b\x63\x61tegorical\x18\x05 \x03(\x0b\x32-.driftloop.v1.PredictRequest.CategoricalEntry\x1a.\n\x0cNumericEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x32\n\x10\x43\x61tegoricalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"y\n\x0fPredictResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0f\n\x07variant\x18\x05 \x01(\t\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\"\x83\x01\n\x13PredictBatchRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0brequest_ids\x18\x02 \x03(\t\x12\x13\n\x0b\x65ntity_keys\x18\x03 \x03(\t\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x0e\n\x06values\x18\x05 \x03(\x02\x12\x0c\n\x04rows\x18\x06 \x01(\x05\"n\n\x14PredictBatchResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0brequest_ids\x18\x02 \x03(\t\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12\x10\n\x08versions\x18\x04 \x03(\t\x12\x10\n\x08variants\x18\x05 \x03(\t2\xb2\x01\n\x11PredictionService\x12\x46\n\x07Predict\x12\x1c.driftloop.v1.PredictRequest\x1a\x1d.driftloop.v1.PredictResponse\x12U\n\x0cPredictBatch\x12!.driftloop.v1.PredictBatchRequest\x1a\".driftloop.v1.PredictBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64riftloop/v1/prediction.proto\x12\x0c\x64riftloop.v1\"\xab\x02\n\x0ePredictRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nentity_key\x18\x03 \x01(\t\x12:\n\x07numeric\x18\x04 \x03(\x0b\x32).driftloop.v1.PredictRequest.NumericEntry\x12\x42\n\x0b\x63\x61tegorical\x18\x05 \x03(\x0b\x32-.driftloop.v1.PredictRequest.CategoricalEntry\x1a.\n\x0cNumericEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x32\n\x10\x43\x61tegoricalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9d\x01\n\x0fPredictResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0f\n\x07variant\x18\x05 \x01(\t\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\x12\n\nexperiment\x18\x07 \x01(\t\x12\x0e\n\x06\x62ucket\x18\x08 \x01(\x05\"\xba\x01\n\x13PredictBatchRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0brequest_ids\x18\x02 \x03(\t\x12\x13\n\x0b\x65ntity_keys\x18\x03 \x03(\t\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x0e\n\x06values\x18\x05 \x03(\x02\x12\x0c\n\x04rows\x18\x06 \x01(\x05\x12\x19\n\x11\x63\x61tegorical_names\x18\x07 \x03(\t\x12\x1a\n\x12\x63\x61tegorical_values\x18\x08 \x03(\t\"\x93\x01\n\x14PredictBatchResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0brequest_ids\x18\x02 \x03(\t\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12\x10\n\x08versions\x18\x04 \x03(\t\x12\x10\n\x08variants\x18\x05 \x03(\t\x12\x12\n\nexperiment\x18\x06 \x01(\t\x12\x0f\n\x07\x62uckets\x18\x07 \x03(\x05\x32\xb2\x01\n\x11PredictionService\x12\x46\n\x07Predict\x12\x1c.driftloop.v1.PredictRequest\x1a\x1d.driftloop.v1.PredictResponse\x12U\n\x0cPredictBatch\x12!.driftloop.v1.PredictBatchRequest\x1a\".driftloop.v1.PredictBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,12 +41,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTREQUEST_NUMERICENTRY']._serialized_end=295
   _globals['_PREDICTREQUEST_CATEGORICALENTRY']._serialized_start=297
   _globals['_PREDICTREQUEST_CATEGORICALENTRY']._serialized_end=347
-  _globals['_PREDICTRESPONSE']._serialized_start=349
-  _globals['_PREDICTRESPONSE']._serialized_end=470
-  _globals['_PREDICTBATCHREQUEST']._serialized_start=473
-  _globals['_PREDICTBATCHREQUEST']._serialized_end=604
-  _globals['_PREDICTBATCHRESPONSE']._serialized_start=606
-  _globals['_PREDICTBATCHRESPONSE']._serialized_end=716
-  _globals['_PREDICTIONSERVICE']._serialized_start=719
-  _globals['_PREDICTIONSERVICE']._serialized_end=897
+  _globals['_PREDICTRESPONSE']._serialized_start=350
+  _globals['_PREDICTRESPONSE']._serialized_end=507
+  _globals['_PREDICTBATCHREQUEST']._serialized_start=510
+  _globals['_PREDICTBATCHREQUEST']._serialized_end=696
+  _globals['_PREDICTBATCHRESPONSE']._serialized_start=699
+  _globals['_PREDICTBATCHRESPONSE']._serialized_end=846
+  _globals['_PREDICTIONSERVICE']._serialized_start=849
+  _globals['_PREDICTIONSERVICE']._serialized_end=1027
 # @@protoc_insertion_point(module_scope)

@@ -16,6 +16,7 @@ import typer
 from services.cli import (
     datasets,
     drift,
+    experiments,
     kafka,
     models,
     proto,
@@ -46,6 +47,7 @@ app.add_typer(datasets.app, name="datasets")
 app.add_typer(models.app, name="models")
 app.add_typer(drift.app, name="drift")
 app.command("report")(report.report)
+app.add_typer(experiments.app, name="experiments")
 app.command("train")(training.train)
 
 

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from services.common.ray_runtime import ensure_ray, ray_address
 from services.trainer.data import TrainingData
-from services.trainer.encoding import FeatureEncoder
+from services.common.encoding import FeatureEncoder
 from services.trainer.models import (
     XGBOOST_DEFAULTS,
     FittedModel,

@@ -1,5 +1,6 @@
 """The torch model kind: a small MLP that carries its own input handling.
 
+The network itself is defined in `services.common.predictors` (serving runs it too).
 Standardisation and missing values live inside the module as buffers (per-feature mean
 and scale learned on the training split, a missing-value indicator per feature, the
 target's mean and scale for regression), so its state dict alone — loaded with
@@ -13,20 +14,17 @@ all restored afterwards so training never leaks global torch state into its call
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import JsonValue
 
+from services.common.predictors import build_mlp_network, mlp_hidden_units
 from services.common.registry import save_torch
 from services.trainer.params import param_float, param_int
 
-if TYPE_CHECKING:
-    import torch
-
-__all__ = ["MLP_DEFAULTS", "fit_mlp", "mlp_predictor"]
+__all__ = ["MLP_DEFAULTS", "fit_mlp"]
 
 MLP_DEFAULTS: dict[str, JsonValue] = {
     "hidden_units": [64, 32],
@@ -38,47 +36,6 @@ MLP_DEFAULTS: dict[str, JsonValue] = {
     "patience": 5,  # epochs without a better validation loss before stopping
     "num_threads": 1,
 }
-_PREDICT_BATCH_ROWS = 65_536
-
-
-def _build(n_features: int, hidden_units: list[int], dropout: float) -> Any:
-    """The network (an `nn.Module` subclass defined here, so importing this module does
-    not import torch)."""
-    import torch
-    from torch import nn
-
-    class MLPNet(nn.Module):
-        x_mean: torch.Tensor
-        x_scale: torch.Tensor
-        y_mean: torch.Tensor
-        y_scale: torch.Tensor
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.register_buffer("x_mean", torch.zeros(n_features))
-            self.register_buffer("x_scale", torch.ones(n_features))
-            self.register_buffer("y_mean", torch.zeros(()))
-            self.register_buffer("y_scale", torch.ones(()))
-            layers: list[nn.Module] = []
-            width = 2 * n_features  # standardised values + missing indicators
-            for units in hidden_units:
-                layers += [nn.Linear(width, units), nn.ReLU()]
-                if dropout > 0:
-                    layers.append(nn.Dropout(dropout))
-                width = units
-            layers.append(nn.Linear(width, 1))
-            self.net = nn.Sequential(*layers)
-
-        def standardised(self, x: torch.Tensor) -> torch.Tensor:
-            """The output in standardised target units (logits for a binary task)."""
-            missing = torch.isnan(x)
-            z = torch.where(missing, torch.zeros_like(x), (x - self.x_mean) / self.x_scale)
-            return self.net(torch.cat([z, missing.to(z.dtype)], dim=1)).squeeze(1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.standardised(x) * self.y_scale + self.y_mean
-
-    return MLPNet()
 
 
 @contextmanager
@@ -107,15 +64,6 @@ def _column_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), scale.astype(np.float32)
 
 
-def _hidden_units(params: Mapping[str, JsonValue]) -> list[int]:
-    units = params["hidden_units"]
-    if not isinstance(units, list) or not all(
-        isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units
-    ):
-        raise ValueError(f"param 'hidden_units' must be a list of positive integers, got {units!r}")
-    return [int(u) for u in units if isinstance(u, int)]
-
-
 def fit_mlp(
     X_train: np.ndarray,
     y_train: np.ndarray,
@@ -131,10 +79,10 @@ def fit_mlp(
     `hp` is `MLP_DEFAULTS` with the caller's overrides applied."""
     import torch
 
-    hidden = _hidden_units(hp)
+    hidden = mlp_hidden_units(hp)
     binary = task == "binary"
     with _deterministic_torch(seed, param_int(hp, "num_threads")):
-        model = _build(X_train.shape[1], hidden, param_float(hp, "dropout"))
+        model = build_mlp_network(X_train.shape[1], hidden, param_float(hp, "dropout"))
         mean, scale = _column_stats(X_train)
         y_mean = 0.0 if binary else float(np.mean(y_train))
         y_scale = 1.0 if binary else float(np.std(y_train)) or 1.0
@@ -183,28 +131,3 @@ def fit_mlp(
         "best_epoch": best_epoch,
     }
     return save_torch(best_state), resolved
-
-
-def mlp_predictor(
-    state_dict: Mapping[str, Any], params: Mapping[str, Any]
-) -> Callable[[np.ndarray], np.ndarray]:
-    """Rebuild the MLP from its state dict and `params`; binary tasks get probabilities."""
-    import torch
-
-    model = _build(
-        param_int(params, "n_features"), _hidden_units(params), param_float(params, "dropout")
-    )
-    model.load_state_dict(dict(state_dict), strict=True)
-    model.eval()
-    binary = params.get("task") == "binary"
-
-    def predict(X: np.ndarray) -> np.ndarray:
-        x = torch.tensor(np.asarray(X, dtype=np.float32))
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(x), _PREDICT_BATCH_ROWS):
-                y = model(x[start : start + _PREDICT_BATCH_ROWS])
-                out.append(torch.sigmoid(y) if binary else y)
-        return torch.cat(out).double().numpy() if out else np.zeros(0)
-
-    return predict

@@ -10,14 +10,15 @@ training code state. torch and xgboost are imported inside the functions (slow i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import JsonValue
 
-from services.common.registry import LoadedModel, load_artifact, save_xgboost
+from services.common.predictors import Predictor, predictor_for, predictor_from_loaded
+from services.common.registry import load_artifact, save_xgboost
 from services.trainer import mlp
 from services.trainer.params import param_float, param_int, resolve_params
 
@@ -35,7 +36,6 @@ __all__ = [
 
 ModelKindName = Literal["xgboost", "mlp"]
 Task = Literal["binary", "regression"]
-Predictor = Callable[[np.ndarray], np.ndarray]
 
 XGBOOST_DEFAULTS: dict[str, JsonValue] = {
     "num_boost_round": 200,
@@ -69,7 +69,7 @@ class FittedModel:
         """Binary: probability of class 1; regression: the predicted value (float64)."""
         if not self._cache:  # built once, from the artifact bytes like any other consumer
             model = load_artifact(self.artifact, self.artifact_format)
-            self._cache.append(_predictor(self.kind, model, self.params))
+            self._cache.append(predictor_for(self.kind, model, self.params))
         return self._cache[0](X)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -169,26 +169,3 @@ def xgboost_train_args(
     }
     rounds = param_int(hyper, "num_boost_round")
     return booster_params, rounds, param_int(hyper, "early_stopping_rounds")
-
-
-def _predictor(framework_or_kind: str, model: Any, params: Mapping[str, Any]) -> Predictor:
-    if framework_or_kind == "xgboost":
-        import xgboost as xgb
-
-        nthread = int(params.get("nthread", 1))
-        model.set_param({"nthread": nthread})
-
-        def predict_xgb(X: np.ndarray) -> np.ndarray:
-            matrix = xgb.DMatrix(np.asarray(X, dtype=np.float32), missing=np.nan, nthread=nthread)
-            return np.asarray(model.predict(matrix), dtype=np.float64)
-
-        return predict_xgb
-    if framework_or_kind in ("mlp", "torch"):
-        return mlp.mlp_predictor(model, params)
-    raise ValueError(f"no predictor for model kind/framework {framework_or_kind!r}")
-
-
-def predictor_from_loaded(loaded: LoadedModel) -> Predictor:
-    """A predict function for a registry model (champion scoring, serving)."""
-    manifest = loaded.manifest
-    return _predictor(manifest.framework, loaded.model, manifest.params)

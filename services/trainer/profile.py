@@ -13,13 +13,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from services.common.datasets.schema import DatasetSchema
+from services.common.encoding import FeatureEncoder
 from services.common.registry import (
     CategoricalProfile,
     Histogram,
     NumericProfile,
     ReferenceProfile,
 )
-from services.trainer.encoding import FeatureEncoder
 from services.trainer.models import Task
 
 __all__ = ["BINARY_SCORE_EDGES", "N_BINS", "build_reference_profile"]

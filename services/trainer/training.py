@@ -26,6 +26,7 @@ import pyarrow as pa
 from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactError, ArtifactStore
 from services.common.datasets.schema import DatasetSchema
+from services.common.encoding import FeatureEncoder
 from services.common.logging import get_logger
 from services.common.protogen import REPO_ROOT
 from services.common.ray_runtime import ensure_ray
@@ -38,7 +39,6 @@ from services.common.registry import (
 )
 from services.trainer.data import TrainingData, TrainingDataError, load_training_data
 from services.trainer.distributed import fit_distributed
-from services.trainer.encoding import FeatureEncoder
 from services.trainer.events import model_event
 from services.trainer.gate import GateReport, evaluate_gate
 from services.trainer.lock import Lease, TrainingLock

@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import JsonValue
 
+from services.common.encoding import FeatureEncoder
 from services.common.ray_runtime import ensure_ray, ray_address
 from services.trainer.data import TrainingData
-from services.trainer.encoding import FeatureEncoder
 from services.trainer.models import (
     FittedModel,
     ModelKindName,

@@ -20,7 +20,7 @@ from services.common.registry import ModelRegistry, load_artifact
 from services.common.settings import Settings
 from services.trainer.data import SplitSpec, TrainingData, WindowSpec, load_training_data
 from services.trainer.distributed import DistributedSpec, fit_distributed
-from services.trainer.encoding import FeatureEncoder
+from services.common.encoding import FeatureEncoder
 from services.trainer.lock import TrainingLock
 from services.trainer.models import FittedModel, predictor_from_loaded, validation_loss
 from services.trainer.specs import ModelSpec

@@ -12,9 +12,9 @@ import pytest
 from pydantic import JsonValue
 
 from services.common.artifacts import ArtifactStore
+from services.common.encoding import FeatureEncoder
 from services.stack.processes import listening_sockets, process_tree
 from services.trainer.data import SplitSpec, TrainingData, WindowSpec, load_training_data
-from services.trainer.encoding import FeatureEncoder
 from services.trainer.models import FittedModel
 from services.trainer.tuning import TrainingJob, labels_of, train_on_ray
 from tests.integration.trainer.synthetic import auc, credit_schema, credit_table, seal_tables

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from services.common.artifacts import ArtifactStore
+from services.common.encoding import FeatureEncoder
 from services.common.registry import ModelRegistry, RegistrationInfo, load_artifact
-from services.trainer.encoding import FeatureEncoder
 from services.trainer.models import (
     FittedModel,
     ModelKindName,

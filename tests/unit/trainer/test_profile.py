@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from services.common.encoding import FeatureEncoder
 from services.common.registry import RegistrationInfo
-from services.trainer.encoding import FeatureEncoder
 from services.trainer.profile import BINARY_SCORE_EDGES, build_reference_profile
 from tests.integration.trainer.synthetic import credit_schema, credit_table
 

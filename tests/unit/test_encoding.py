@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from services.trainer.encoding import EncodingError, FeatureEncoder
+from services.common.encoding import EncodingError, FeatureEncoder
 from tests.integration.trainer.synthetic import credit_schema, credit_table
 
 
@@ -107,3 +107,53 @@ def test_params_round_trip_through_json(encoder: FeatureEncoder, train: pa.Table
     broken = {**params, "features": [{"name": "x", "kind": "numeric", "vocabulary": ["a"]}]}
     with pytest.raises(ValueError, match="cannot have a vocabulary"):
         FeatureEncoder.from_params(broken)
+
+
+def test_request_columns_encode_exactly_as_the_table(
+    encoder: FeatureEncoder, train: pa.Table
+) -> None:
+    rows = credit_table(300, seed=9)  # nulls and categories the training split never saw
+    as_lists = {name: rows.column(name).to_pylist() for name in encoder.feature_names}
+    expected = encoder.transform(rows)
+    np.testing.assert_array_equal(encoder.transform_columns(as_lists), expected)
+    as_arrays = {
+        name: np.asarray(values, dtype=np.float64 if f.kind == "numeric" else object)
+        for (name, values), f in zip(as_lists.items(), encoder.features, strict=True)
+    }
+    as_arrays = {  # numeric None -> NaN in a float array, as numpy callers send it
+        name: np.where(np.equal(values, None), np.nan, values).astype(np.float64)
+        if f.kind == "numeric"
+        else values
+        for (name, values), f in zip(as_arrays.items(), encoder.features, strict=True)
+    }
+    np.testing.assert_array_equal(encoder.transform_columns(as_arrays), expected)
+
+
+def test_an_absent_column_is_missing_for_every_row(encoder: FeatureEncoder) -> None:
+    out = encoder.transform_columns({"age": [30, 40]})
+    assert out.shape == (2, encoder.n_features)
+    age = encoder.feature_names.index("age")
+    assert out[:, age].tolist() == [30.0, 40.0]
+    assert np.isnan(np.delete(out, age, axis=1)).all()
+
+
+@pytest.mark.parametrize(
+    ("columns", "field", "problem"),
+    [
+        ({"shoe_size": [42]}, "shoe_size", "not a feature"),
+        ({"age": [30, 40], "region": ["north"]}, "region", "has 1 values"),
+        ({"age": [30, "forty"]}, "age", "row 1: expected a number, got str"),
+        ({"age": [True]}, "age", "expected a number, got bool"),
+        ({"age": np.array([True])}, "age", "booleans"),
+        ({"age": [math.inf]}, "age", "infinity"),
+        ({"region": [3]}, "region", "row 0: expected a string category, got int"),
+        ({"age": 30}, "age", "expected a sequence"),
+    ],
+)
+def test_bad_request_columns_name_the_field_and_the_problem(
+    encoder: FeatureEncoder, columns: dict[str, object], field: str, problem: str
+) -> None:
+    with pytest.raises(EncodingError) as caught:
+        encoder.transform_columns(columns)  # type: ignore[arg-type]
+    assert [f for f, _ in caught.value.problems] == [field]
+    assert problem in caught.value.problems[0][1]

@@ -1,0 +1,111 @@
+"""Sending PredictionLog records to Kafka for the prediction logger: one batch at a time,
+awaiting Kafka's acknowledgement before the next, so the producer's accumulator never
+holds a full batch while the broker is away (and enqueueing never blocks), and a failed
+delivery means the records were not written (they go to the spool)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+
+from aiokafka import AIOKafkaProducer
+
+from services.common.kafka_serde import KeyPartitioner
+from services.common.logging import get_logger
+from services.router.spool import Record
+
+__all__ = ["KafkaSink"]
+
+_log = get_logger(__name__)
+
+
+class KafkaSink:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        start_timeout_s: float = 5.0,
+        enqueue_timeout_s: float = 2.0,
+        max_batch_bytes: int = 900_000,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._partitioner = KeyPartitioner()
+        self._started = False
+        self._start_timeout_s = start_timeout_s
+        self._enqueue_timeout_s = enqueue_timeout_s
+        self._max_batch_bytes = max_batch_bytes
+
+    async def _ensure_started(self) -> None:
+        if self._started:
+            return
+        # A producer that failed to start must be stopped before it can try again.
+        try:
+            await asyncio.wait_for(self._producer.start(), self._start_timeout_s)
+        except BaseException:
+            await self._producer.stop()
+            raise
+        self._started = True
+        _log.info("prediction_log.kafka_connected", topic=self._topic)
+
+    async def __call__(self, records: Sequence[Record]) -> list[Record]:
+        """Send `records`; returns those Kafka did not take (in their order). Enqueueing is
+        bounded by `enqueue_timeout_s`; a record once enqueued is awaited to its outcome
+        (delivered, or expired by the producer after its request timeout) and never
+        abandoned, so a record is reported undelivered only when it was not written."""
+        try:
+            await self._ensure_started()
+            partitions = sorted(
+                await asyncio.wait_for(
+                    self._producer.partitions_for(self._topic), self._enqueue_timeout_s
+                )
+            )
+        except Exception as exc:  # nothing was enqueued
+            _log.debug("prediction_log.not_enqueued", error=f"{type(exc).__name__}: {exc}")
+            return list(records)
+        by_partition: dict[int, list[Record]] = {}
+        for r in records:
+            p = self._partitioner(r.key or None, partitions, partitions)
+            by_partition.setdefault(p, []).append(r)
+        pending: list[tuple[asyncio.Future[object], list[Record]]] = []
+        failed: list[Record] = []
+        for p, recs in by_partition.items():
+            for chunk in self._chunks(recs):
+                builder = self._producer.create_batch()
+                for r in chunk:
+                    builder.append(
+                        key=r.key or None, value=r.value, timestamp=None, headers=list(r.headers)
+                    )
+                try:
+                    fut = await asyncio.wait_for(
+                        self._producer.send_batch(builder, self._topic, partition=p),
+                        self._enqueue_timeout_s,
+                    )
+                except Exception:  # not enqueued (cancelled while waiting for room)
+                    failed.extend(chunk)
+                    continue
+                pending.append((fut, chunk))
+        for fut, chunk in pending:
+            try:
+                await fut
+            except Exception:
+                failed.extend(chunk)
+        return failed
+
+    def _chunks(self, recs: list[Record]) -> Iterator[list[Record]]:
+        """Runs of records that fit one record batch (one record at least)."""
+        chunk: list[Record] = []
+        size = 0
+        for r in recs:
+            n = len(r.key) + len(r.value) + sum(len(k) + len(v) for k, v in r.headers) + 64
+            if chunk and size + n > self._max_batch_bytes:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(r)
+            size += n
+        if chunk:
+            yield chunk
+
+    async def close(self) -> None:
+        if self._started:
+            await self._producer.stop()
