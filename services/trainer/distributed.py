@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from services.common.encoding import FeatureEncoder
 from services.common.ray_runtime import ensure_ray, ray_address
 from services.trainer.data import TrainingData
-from services.common.encoding import FeatureEncoder
 from services.trainer.models import (
     XGBOOST_DEFAULTS,
     FittedModel,

@@ -15,12 +15,12 @@ import pytest
 from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactStore
 from services.common.datasets.schema import DatasetSchema
+from services.common.encoding import FeatureEncoder
 from services.common.redis_client import sync_redis
 from services.common.registry import ModelRegistry, load_artifact
 from services.common.settings import Settings
 from services.trainer.data import SplitSpec, TrainingData, WindowSpec, load_training_data
 from services.trainer.distributed import DistributedSpec, fit_distributed
-from services.common.encoding import FeatureEncoder
 from services.trainer.lock import TrainingLock
 from services.trainer.models import FittedModel, predictor_from_loaded, validation_loss
 from services.trainer.specs import ModelSpec
