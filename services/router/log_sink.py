@@ -6,7 +6,7 @@ delivery means the records were not written (they go to the spool)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from aiokafka import AIOKafkaProducer
 
@@ -27,6 +27,7 @@ class KafkaSink:
         start_timeout_s: float = 5.0,
         enqueue_timeout_s: float = 2.0,
         max_batch_bytes: int = 900_000,
+        settle_timeout_s: float = 10.0,
     ) -> None:
         self._producer = producer
         self._topic = topic
@@ -35,6 +36,9 @@ class KafkaSink:
         self._start_timeout_s = start_timeout_s
         self._enqueue_timeout_s = enqueue_timeout_s
         self._max_batch_bytes = max_batch_bytes
+        self._settle_timeout_s = settle_timeout_s
+        self._in_doubt: set[asyncio.Future[object]] = set()
+        self.on_late_failure: Callable[[list[Record]], None] | None = None
 
     async def _ensure_started(self) -> None:
         if self._started:
@@ -53,6 +57,8 @@ class KafkaSink:
         bounded by `enqueue_timeout_s`; a record once enqueued is awaited to its outcome
         (delivered, or expired by the producer after its request timeout) and never
         abandoned, so a record is reported undelivered only when it was not written."""
+        if self._in_doubt:  # Kafka has not settled earlier records: enqueue nothing more
+            return list(records)
         try:
             await self._ensure_started()
             partitions = sorted(
@@ -85,12 +91,23 @@ class KafkaSink:
                     failed.extend(chunk)
                     continue
                 pending.append((fut, chunk))
+        if pending:
+            await asyncio.wait([f for f, _ in pending], timeout=self._settle_timeout_s)
         for fut, chunk in pending:
-            try:
-                await fut
-            except Exception:
+            if not fut.done():
+                # Not settled in time (the producer keeps retrying while it knows a leader):
+                # neither delivered nor failed, so neither counted nor spooled now. It is
+                # settled in the background; a late failure hands its records back.
+                self._in_doubt.add(fut)
+                fut.add_done_callback(lambda f, chunk=chunk: self._settled(f, chunk))
+            elif fut.cancelled() or fut.exception() is not None:
                 failed.extend(chunk)
         return failed
+
+    def _settled(self, fut: asyncio.Future[object], chunk: list[Record]) -> None:
+        self._in_doubt.discard(fut)
+        if (fut.cancelled() or fut.exception() is not None) and self.on_late_failure:
+            self.on_late_failure(chunk)
 
     def _chunks(self, recs: list[Record]) -> Iterator[list[Record]]:
         """Runs of records that fit one record batch (one record at least)."""
@@ -106,6 +123,9 @@ class KafkaSink:
         if chunk:
             yield chunk
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 5.0) -> None:
         if self._started:
-            await self._producer.stop()
+            try:  # stop() flushes: with the broker away it would wait for ever
+                await asyncio.wait_for(self._producer.stop(), timeout_s)
+            except TimeoutError:
+                _log.warning("prediction_log.producer_stop_timeout", in_doubt=len(self._in_doubt))

@@ -77,15 +77,28 @@ async def test_broker_outage_spools_and_replays_without_loss_or_duplicates(
             await r.stub.Predict(predict_request(MODEL, row, rid=rid))
         await wait_until(lambda: r.app.logger.stats.sent >= 20, 30, "logs before the outage")
         pid = _broker_pid(stack.home)
+        print("STEP stopping broker", flush=True)
         assert await asyncio.to_thread(stop_process, pid, 60.0), "the broker did not stop"
+        print("STEP broker stopped", flush=True)
         during: list[str] = []
         for i in range(200):  # every request still answered while Kafka is gone
             rid = f"out-{uuid.uuid4().hex}"
-            reply = await r.stub.Predict(predict_request(MODEL, rows[i % 20], rid=rid))
+            try:
+                reply = await r.stub.Predict(
+                    predict_request(MODEL, rows[i % 20], rid=rid), timeout=15
+                )
+            except Exception:
+                for t in asyncio.all_tasks():
+                    t.print_stack(limit=6)
+                raise
             assert reply.request_id == rid
             during.append(rid)
+            if i % 50 == 0:
+                print("STEP during", i, r.app.logger.stats, flush=True)
         await wait_until(lambda: r.app.logger.stats.spooled > 0, 60, "records to be spooled")
+        print("STEP restarting", r.app.logger.stats, flush=True)
         await asyncio.to_thread(_restart_broker, stack)
+        print("STEP restarted", r.app.logger.stats, flush=True)
         await wait_until(
             lambda: r.app.logger.stats.replayed + r.app.logger.stats.sent >= 220,
             120,
