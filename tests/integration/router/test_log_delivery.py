@@ -77,9 +77,7 @@ async def test_broker_outage_spools_and_replays_without_loss_or_duplicates(
             await r.stub.Predict(predict_request(MODEL, row, rid=rid))
         await wait_until(lambda: r.app.logger.stats.sent >= 20, 30, "logs before the outage")
         pid = _broker_pid(stack.home)
-        print("STEP stopping broker", flush=True)
         assert await asyncio.to_thread(stop_process, pid, 60.0), "the broker did not stop"
-        print("STEP broker stopped", flush=True)
         during: list[str] = []
         for i in range(200):  # every request still answered while Kafka is gone
             rid = f"out-{uuid.uuid4().hex}"
@@ -93,12 +91,8 @@ async def test_broker_outage_spools_and_replays_without_loss_or_duplicates(
                 raise
             assert reply.request_id == rid
             during.append(rid)
-            if i % 50 == 0:
-                print("STEP during", i, r.app.logger.stats, flush=True)
         await wait_until(lambda: r.app.logger.stats.spooled > 0, 60, "records to be spooled")
-        print("STEP restarting", r.app.logger.stats, flush=True)
         await asyncio.to_thread(_restart_broker, stack)
-        print("STEP restarted", r.app.logger.stats, flush=True)
         await wait_until(
             lambda: r.app.logger.stats.replayed + r.app.logger.stats.sent >= 220,
             120,
@@ -106,6 +100,6 @@ async def test_broker_outage_spools_and_replays_without_loss_or_duplicates(
         )
         stats = r.app.logger.stats
         assert stats.dropped_queue_full == stats.dropped_spool_full == 0
-    logs = await read_logs(stack, before + during, want=220)
+    logs = await read_logs(stack, before + during, want=220, timeout_s=30)
     counts = Counter(m.request_id for m in logs)
     assert counts == Counter(before + during)  # each exactly once
