@@ -81,6 +81,7 @@ class RouterApp:
             queue_size=settings.router_log_queue,
             on_drop=lambda why, n: self.metrics.log_dropped.add(n, {"reason": why}),
         )
+        self.sink.on_late_failure = self.logger.spool_late
         self.coalescer = Coalescer(
             self._call_serving,
             max_in_flight=settings.router_calls_in_flight,

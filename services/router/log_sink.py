@@ -6,9 +6,11 @@ delivery means the records were not written (they go to the spool)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from services.common.kafka_serde import KeyPartitioner
 from services.common.logging import get_logger
@@ -26,7 +28,7 @@ class KafkaSink:
         topic: str,
         start_timeout_s: float = 5.0,
         enqueue_timeout_s: float = 2.0,
-        max_batch_bytes: int = 900_000,
+        settle_timeout_s: float = 10.0,
     ) -> None:
         self._producer = producer
         self._topic = topic
@@ -34,7 +36,9 @@ class KafkaSink:
         self._started = False
         self._start_timeout_s = start_timeout_s
         self._enqueue_timeout_s = enqueue_timeout_s
-        self._max_batch_bytes = max_batch_bytes
+        self._settle_timeout_s = settle_timeout_s
+        self._in_doubt: set[asyncio.Future[object]] = set()
+        self.on_late_failure: Callable[[list[Record]], None] | None = None
 
     async def _ensure_started(self) -> None:
         if self._started:
@@ -53,6 +57,8 @@ class KafkaSink:
         bounded by `enqueue_timeout_s`; a record once enqueued is awaited to its outcome
         (delivered, or expired by the producer after its request timeout) and never
         abandoned, so a record is reported undelivered only when it was not written."""
+        if self._in_doubt:  # Kafka has not settled earlier records: enqueue nothing more
+            return list(records)
         try:
             await self._ensure_started()
             partitions = sorted(
@@ -70,12 +76,7 @@ class KafkaSink:
         pending: list[tuple[asyncio.Future[object], list[Record]]] = []
         failed: list[Record] = []
         for p, recs in by_partition.items():
-            for chunk in self._chunks(recs):
-                builder = self._producer.create_batch()
-                for r in chunk:
-                    builder.append(
-                        key=r.key or None, value=r.value, timestamp=None, headers=list(r.headers)
-                    )
+            for chunk, builder in self._batches(recs):
                 try:
                     fut = await asyncio.wait_for(
                         self._producer.send_batch(builder, self._topic, partition=p),
@@ -85,27 +86,45 @@ class KafkaSink:
                     failed.extend(chunk)
                     continue
                 pending.append((fut, chunk))
+        if pending:
+            await asyncio.wait([f for f, _ in pending], timeout=self._settle_timeout_s)
         for fut, chunk in pending:
-            try:
-                await fut
-            except Exception:
+            if not fut.done():
+                # Not settled in time (the producer keeps retrying while it knows a leader):
+                # neither delivered nor failed, so neither counted nor spooled now. It is
+                # settled in the background; a late failure hands its records back.
+                self._in_doubt.add(fut)
+                fut.add_done_callback(functools.partial(self._settled, chunk=chunk))
+            elif fut.cancelled() or fut.exception() is not None:
                 failed.extend(chunk)
         return failed
 
-    def _chunks(self, recs: list[Record]) -> Iterator[list[Record]]:
-        """Runs of records that fit one record batch (one record at least)."""
-        chunk: list[Record] = []
-        size = 0
-        for r in recs:
-            n = len(r.key) + len(r.value) + sum(len(k) + len(v) for k, v in r.headers) + 64
-            if chunk and size + n > self._max_batch_bytes:
-                yield chunk
-                chunk, size = [], 0
-            chunk.append(r)
-            size += n
-        if chunk:
-            yield chunk
+    def _settled(self, fut: asyncio.Future[object], *, chunk: list[Record]) -> None:
+        self._in_doubt.discard(fut)
+        if (fut.cancelled() or fut.exception() is not None) and self.on_late_failure:
+            self.on_late_failure(chunk)
 
-    async def close(self) -> None:
+    def _batches(self, recs: list[Record]) -> Iterator[tuple[list[Record], BatchBuilder]]:
+        """Record batches of `recs`, in order: a batch is closed when the next record does
+        not fit (`append` returns None; an empty batch always takes one record)."""
+        builder = self._producer.create_batch()
+        chunk: list[Record] = []
+        for r in recs:
+            headers = list(r.headers)
+            if (
+                builder.append(key=r.key or None, value=r.value, timestamp=None, headers=headers)
+                is None
+            ):
+                yield chunk, builder
+                builder, chunk = self._producer.create_batch(), []
+                builder.append(key=r.key or None, value=r.value, timestamp=None, headers=headers)
+            chunk.append(r)
+        if chunk:
+            yield chunk, builder
+
+    async def close(self, timeout_s: float = 5.0) -> None:
         if self._started:
-            await self._producer.stop()
+            try:  # stop() flushes: with the broker away it would wait for ever
+                await asyncio.wait_for(self._producer.stop(), timeout_s)
+            except TimeoutError:
+                _log.warning("prediction_log.producer_stop_timeout", in_doubt=len(self._in_doubt))

@@ -128,6 +128,11 @@ class PredictionLogger:
         self.stats.sent += len(batch) - len(failed)
         return failed
 
+    def spool_late(self, records: Sequence[Record]) -> None:
+        """Records the sender first could not settle and then saw fail: to the spool."""
+        self._to_spool(records)
+        self._idle.clear()
+
     def _to_spool(self, batch: Sequence[Record]) -> None:
         if not batch:
             return

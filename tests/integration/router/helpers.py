@@ -121,6 +121,12 @@ async def read_log_records(
                 positions = [await consumer.position(p) for p in parts]
                 if all(pos >= ends[p] for pos, p in zip(positions, parts, strict=True)):
                     return found
-            assert time.monotonic() < deadline, f"saw {len(found)} of {want} PredictionLogs"
+            if time.monotonic() >= deadline:
+                kinds = sorted({m.request_id.split("-")[0] for m, _ in found})
+                per_kind = {k: sum(m.request_id.startswith(k) for m, _ in found) for k in kinds}
+                ends = await consumer.end_offsets(parts)
+                raise AssertionError(
+                    f"saw {len(found)} of {want} PredictionLogs {per_kind}; ends {ends}"
+                )
     finally:
         await consumer.stop()

@@ -81,7 +81,7 @@ async def test_broker_outage_spools_and_replays_without_loss_or_duplicates(
         during: list[str] = []
         for i in range(200):  # every request still answered while Kafka is gone
             rid = f"out-{uuid.uuid4().hex}"
-            reply = await r.stub.Predict(predict_request(MODEL, rows[i % 20], rid=rid))
+            reply = await r.stub.Predict(predict_request(MODEL, rows[i % 20], rid=rid), timeout=15)
             assert reply.request_id == rid
             during.append(rid)
         await wait_until(lambda: r.app.logger.stats.spooled > 0, 60, "records to be spooled")
@@ -93,6 +93,6 @@ async def test_broker_outage_spools_and_replays_without_loss_or_duplicates(
         )
         stats = r.app.logger.stats
         assert stats.dropped_queue_full == stats.dropped_spool_full == 0
-    logs = await read_logs(stack, before + during, want=220)
+    logs = await read_logs(stack, before + during, want=220, timeout_s=30)
     counts = Counter(m.request_id for m in logs)
     assert counts == Counter(before + during)  # each exactly once
