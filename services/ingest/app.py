@@ -19,15 +19,13 @@ import uvicorn
 
 from services.common.artifacts import ArtifactStore
 from services.common.datasets.schema import load_schemas
-from services.common.failures import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
 from services.common.feature_store import OnlineFeatureStore
 from services.common.http_server import embedded_server
 from services.common.kafka import check_kafka, create_consumer, create_producer
-from services.common.kafka_admin import KafkaUnavailableError
 from services.common.kafka_stuck import RedisStuckLedger, StuckPartition
 from services.common.logging import configure_logging, get_logger
-from services.common.redis_client import RedisUnavailableError, check_redis, sync_redis
-from services.common.settings import Settings, SettingsError, load_settings
+from services.common.redis_client import check_redis, sync_redis
+from services.common.settings import Settings, load_settings
 from services.common.telemetry import setup_telemetry
 from services.ingest.config import IngestSettings
 from services.ingest.decode.wire import warm_up
@@ -128,14 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = os.environ.get("DRIFTLOOP_SERVICE_NAME", "driftloop-ingest")
     settings = load_settings(service_name=name)
     configure_logging(settings)
-    try:
-        asyncio.run(run(settings, IngestSettings(), http=args.http))
-    except SettingsError as exc:  # bad input: exit 2 (services.common.failures)
-        _log.error("ingest.cannot_start", error=str(exc))
-        return EXIT_BAD_INPUT
-    except (KafkaUnavailableError, RedisUnavailableError) as exc:
-        # One line naming the cause (wrong password, untrusted certificate, no broker);
-        # a dependency that cannot be reached: exit 1, as every CLI command.
-        _log.error("ingest.cannot_start", error=str(exc))
-        return EXIT_UNAVAILABLE
+    # A known failure (no broker, wrong password, untrusted CA, no Redis, a bad setting)
+    # propagates to services.common.failures.run_main in __main__: one line naming the
+    # cause, exit 1 for an unavailable dependency and 2 for bad input.
+    asyncio.run(run(settings, IngestSettings(), http=args.http))
     return 0

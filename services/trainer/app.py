@@ -28,7 +28,6 @@ from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactStore
 from services.common.datasets.schema import load_schemas
 from services.common.datasets.store import VersionStore
-from services.common.failures import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
 from services.common.http_server import embedded_server
 from services.common.kafka import (
     ProtobufConsumer,
@@ -37,12 +36,11 @@ from services.common.kafka import (
     create_consumer,
     create_producer,
 )
-from services.common.kafka_admin import KafkaUnavailableError
 from services.common.kafka_stuck import RedisStuckLedger, StuckPartition
 from services.common.logging import configure_logging, get_logger
-from services.common.redis_client import RedisUnavailableError, check_redis, sync_redis
+from services.common.redis_client import check_redis, sync_redis
 from services.common.registry import ModelRegistry
-from services.common.settings import Settings, SettingsError, load_settings
+from services.common.settings import Settings, load_settings
 from services.trainer.config import TrainerSettings
 from services.trainer.events import model_event
 from services.trainer.health import health_app
@@ -325,14 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = os.environ.get("DRIFTLOOP_SERVICE_NAME", "driftloop-trainer")
     settings = load_settings(service_name=name)
     configure_logging(settings)
-    try:
-        asyncio.run(run(settings, TrainerSettings()))
-    except SettingsError as exc:  # bad input: exit 2 (services.common.failures)
-        _log.error("trainer.cannot_start", error=str(exc))
-        return EXIT_BAD_INPUT
-    except (KafkaUnavailableError, RedisUnavailableError) as exc:
-        # One line naming the cause (wrong password, untrusted certificate, no broker);
-        # a dependency that cannot be reached: exit 1, as every CLI command.
-        _log.error("trainer.cannot_start", error=str(exc))
-        return EXIT_UNAVAILABLE
+    # A known failure (no broker, wrong password, untrusted CA, no Redis, a bad setting)
+    # propagates to services.common.failures.run_main in __main__: one line naming the
+    # cause, exit 1 for an unavailable dependency and 2 for bad input.
+    asyncio.run(run(settings, TrainerSettings()))
     return 0
