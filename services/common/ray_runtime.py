@@ -129,6 +129,12 @@ def shutdown_ray(grace_s: float = 10.0) -> None:
         started = {pid for pid in _descendants(os.getpid()) if _is_ray_process(pid)}
         ray.shutdown()
         _stop_all(started, grace_s)
+    # Serve caches its controller's handle per process and trusts it while the job id
+    # matches; a new cluster numbers jobs from 01 again, so a process that joins another
+    # cluster later (a router after serving restarted) would reuse a dead handle.
+    serve_context = sys.modules.get("ray.serve.context")
+    if serve_context is not None:
+        serve_context._set_global_client(None)
 
 
 def _descendants(root: int) -> set[int]:
