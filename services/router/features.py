@@ -81,13 +81,46 @@ class FeatureFrame:
         for col in self.numeric.values():
             mask |= np.isnan(col)
         for cat in self.categorical.values():
-            mask |= np.fromiter((v is None for v in cat), dtype=bool, count=self.rows)
+            if None in cat:
+                mask |= np.fromiter((v is None for v in cat), dtype=bool, count=self.rows)
         return np.flatnonzero(mask)
 
     def row(self, i: int) -> tuple[dict[str, float], dict[str, str]]:
         numeric = {n: float(c[i]) for n, c in self.numeric.items() if not math.isnan(c[i])}
         categorical = {n: v for n, c in self.categorical.items() if (v := c[i]) is not None}
         return numeric, categorical
+
+    def records(self) -> list[tuple[dict[str, float], dict[str, str]]]:
+        """`row(i)` of every row, column-wise: one `tolist` per column instead of a numpy
+        scalar per value (the prediction log builds one record per row)."""
+        if self.rows == 0:
+            return []
+        num_names = list(self.numeric)
+        cat_names = list(self.categorical)
+        if num_names:
+            matrix = np.column_stack([self.numeric[n] for n in num_names])
+            gaps = np.isnan(matrix).any(axis=1).tolist()
+            num_rows = matrix.tolist()
+        else:
+            gaps, num_rows = [False] * self.rows, [[] for _ in range(self.rows)]
+        cat_rows = (
+            list(zip(*(self.categorical[n] for n in cat_names), strict=True))
+            if cat_names
+            else [()] * self.rows
+        )
+        out: list[tuple[dict[str, float], dict[str, str]]] = []
+        for values, gap, cats in zip(num_rows, gaps, cat_rows, strict=True):
+            numeric = (
+                {n: v for n, v in zip(num_names, values, strict=True) if not math.isnan(v)}
+                if gap
+                else dict(zip(num_names, values, strict=True))
+            )
+            if None in cats:
+                categorical = {n: v for n, v in zip(cat_names, cats, strict=True) if v is not None}
+            else:
+                categorical = dict(zip(cat_names, cats, strict=True))
+            out.append((numeric, categorical))
+        return out
 
     def columns(self) -> dict[str, np.ndarray | list[str | None]]:
         """The frame as the serving client takes it (NaN / None: null in the stored row)."""
