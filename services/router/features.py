@@ -20,8 +20,9 @@ from services.common.feature_rows import EVENT_TIME_FIELD, FeatureValues
 
 __all__ = ["FeatureFrame", "Fill", "ModelContract", "fill_missing"]
 
-# (the model's contract, entity keys) -> the stored row of each key, None where absent
-Lookup = Callable[["ModelContract", Sequence[str]], list[FeatureValues | None]]
+# (the model's contract, entity keys, the features wanted) -> the stored row of each key
+# (at least the wanted features it holds, and its event time), None where absent
+Lookup = Callable[["ModelContract", Sequence[str], Sequence[str]], list[FeatureValues | None]]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,12 @@ class FeatureFrame:
             if None in cat:
                 mask |= np.fromiter((v is None for v in cat), dtype=bool, count=self.rows)
         return np.flatnonzero(mask)
+
+    def missing_columns(self, rows: np.ndarray) -> list[str]:
+        """The features missing in at least one of `rows`."""
+        names = [n for n, col in self.numeric.items() if np.isnan(col[rows]).any()]
+        names += [n for n, cat in self.categorical.items() if any(cat[i] is None for i in rows)]
+        return names
 
     def row(self, i: int) -> tuple[dict[str, float], dict[str, str]]:
         numeric = {n: float(c[i]) for n, c in self.numeric.items() if not math.isnan(c[i])}
@@ -155,7 +162,8 @@ def fill_missing(
     if rows.size == 0:
         return fill
     keyed = [int(i) for i in rows if keys[i]]
-    stored = lookup(contract, [keys[i] for i in keyed]) if keyed else []
+    wanted = frame.missing_columns(rows)
+    stored = lookup(contract, [keys[i] for i in keyed], wanted) if keyed else []
     found = dict(zip(keyed, stored, strict=True))
     for i in (int(r) for r in rows):
         values = found.get(i)
