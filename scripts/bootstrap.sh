@@ -3,6 +3,7 @@
 #   - uv (into a cache dir), then a virtualenv keyed by the lock file's hash, outside the repo
 #   - the Apache Kafka broker jars from Maven Central (through `driftloop stack fetch`)
 #   - redis-server, kcat and openssl through apt when they are missing
+#   - grpcurl (a Go module, `go install`ed into $DRIFTLOOP_CACHE/go-bin) when Go is there
 # Run it (`bash scripts/bootstrap.sh`): progress goes to stderr, and the last line on stdout
 # is the virtualenv's path. scripts/venv runs any command inside that virtualenv.
 set -euo pipefail
@@ -84,6 +85,29 @@ done
 
 # 4. the Kafka broker jars (Maven Central, into the cache)
 driftloop stack fetch >/dev/null
+
+# 5. grpcurl, the gRPC CLI users call the router with (the tests call it too): built from
+#    its Go module into $DRIFTLOOP_CACHE/go-bin, which scripts/venv puts on PATH. Without
+#    Go this is skipped (and the grpcurl test fails, saying so).
+grpcurl_version="v1.9.3"
+go_bin_dir="$DRIFTLOOP_CACHE/go-bin"
+if [ ! -x "$go_bin_dir/grpcurl" ] || [ ! -f "$go_bin_dir/.grpcurl-$grpcurl_version" ]; then
+  go="$(command -v go || true)"
+  [ -z "$go" ] && [ -x /usr/local/go/bin/go ] && go=/usr/local/go/bin/go
+  if [ -z "$go" ]; then
+    log "Go is not installed: skipping grpcurl (install Go and re-run scripts/bootstrap.sh to get it)"
+  else
+    log "installing grpcurl $grpcurl_version with $("$go" version | cut -d' ' -f3) into $go_bin_dir (once, ~2 min)"
+    if GOBIN="$go_bin_dir" GOPATH="$DRIFTLOOP_CACHE/go" GOMODCACHE="$DRIFTLOOP_CACHE/go/pkg/mod" \
+      GOCACHE="$DRIFTLOOP_CACHE/go-build" GOTOOLCHAIN=local \
+      "$go" install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$grpcurl_version"; then
+      rm -f "$go_bin_dir"/.grpcurl-*
+      touch "$go_bin_dir/.grpcurl-$grpcurl_version"
+    else
+      log "warning: go install grpcurl@$grpcurl_version failed: grpcurl is not available"
+    fi
+  fi
+fi
 
 # scripts/venv takes its fast path (no bootstrap at all) from now on for this lock
 touch "$venv/.ready"

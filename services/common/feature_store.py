@@ -240,6 +240,35 @@ class OnlineFeatureStore:
             pipe.hgetall(self.key(dataset, entity_key))
         return [decode_hash(stored, field_kinds) if stored else None for stored in pipe.execute()]
 
+    def get_fields(
+        self, dataset: str, keys: Sequence[str], kinds: Mapping[str, FeatureKind]
+    ) -> list[FeatureValues | None]:
+        """`get` of only the fields `kinds` names (HMGET, plus the row's event time, which
+        every stored row has and which tells a stored row from an absent one): a reader
+        that needs 2 of 20 features parses 3 values per key instead of 40. The event time
+        is returned under `EVENT_TIME_FIELD` (as float) when `kinds` names it."""
+        names = [n for n in kinds if n != EVENT_TIME_FIELD]
+        fields = [EVENT_TIME_FIELD, *names]
+        decoders = [float if kinds.get(n) == "numeric" else bytes.decode for n in names]
+        with_time = EVENT_TIME_FIELD in kinds
+        pipe = self._redis.pipeline(transaction=False)
+        for entity_key in keys:
+            pipe.hmget(self.key(dataset, entity_key), fields)
+        out: list[FeatureValues | None] = []
+        for stored in pipe.execute():
+            if stored[0] is None:
+                out.append(None)
+                continue
+            values: FeatureValues = {
+                n: decode(raw)
+                for n, decode, raw in zip(names, decoders, stored[1:], strict=True)
+                if raw is not None
+            }
+            if with_time:
+                values[EVENT_TIME_FIELD] = float(stored[0])
+            out.append(values)
+        return out
+
     def event_time_ms(self, dataset: str, entity_key: str) -> int | None:
         """The event time of the row stored for `entity_key`, if any."""
         raw = self._redis.hget(self.key(dataset, entity_key), EVENT_TIME_FIELD)

@@ -67,11 +67,16 @@ class ContractCache:
 
 def online_lookup(
     store: OnlineFeatureStore,
-) -> Callable[[ModelContract, Sequence[str]], list[FeatureValues | None]]:
-    def lookup(contract: ModelContract, keys: Sequence[str]) -> list[FeatureValues | None]:
-        kinds: dict[str, FeatureKind] = dict.fromkeys(contract.numeric, "numeric")
-        kinds.update(dict.fromkeys(contract.categorical, "categorical"))
+) -> Callable[[ModelContract, Sequence[str], Sequence[str]], list[FeatureValues | None]]:
+    def lookup(
+        contract: ModelContract, keys: Sequence[str], names: Sequence[str]
+    ) -> list[FeatureValues | None]:
+        """Only the features the requests lack (and the row's event time) are read."""
+        numeric = set(contract.numeric)
+        kinds: dict[str, FeatureKind] = {
+            n: "numeric" if n in numeric else "categorical" for n in names
+        }
         kinds[EVENT_TIME_FIELD] = "numeric"
-        return store.get(contract.dataset, keys, kinds)
+        return store.get_fields(contract.dataset, keys, kinds)
 
     return lookup

@@ -20,8 +20,9 @@ from services.common.feature_rows import EVENT_TIME_FIELD, FeatureValues
 
 __all__ = ["FeatureFrame", "Fill", "ModelContract", "fill_missing"]
 
-# (the model's contract, entity keys) -> the stored row of each key, None where absent
-Lookup = Callable[["ModelContract", Sequence[str]], list[FeatureValues | None]]
+# (the model's contract, entity keys, the features wanted) -> the stored row of each key
+# (at least the wanted features it holds, and its event time), None where absent
+Lookup = Callable[["ModelContract", Sequence[str], Sequence[str]], list[FeatureValues | None]]
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,52 @@ class FeatureFrame:
         for col in self.numeric.values():
             mask |= np.isnan(col)
         for cat in self.categorical.values():
-            mask |= np.fromiter((v is None for v in cat), dtype=bool, count=self.rows)
+            if None in cat:
+                mask |= np.fromiter((v is None for v in cat), dtype=bool, count=self.rows)
         return np.flatnonzero(mask)
+
+    def missing_columns(self, rows: np.ndarray) -> list[str]:
+        """The features missing in at least one of `rows`."""
+        names = [n for n, col in self.numeric.items() if np.isnan(col[rows]).any()]
+        names += [n for n, cat in self.categorical.items() if any(cat[i] is None for i in rows)]
+        return names
 
     def row(self, i: int) -> tuple[dict[str, float], dict[str, str]]:
         numeric = {n: float(c[i]) for n, c in self.numeric.items() if not math.isnan(c[i])}
         categorical = {n: v for n, c in self.categorical.items() if (v := c[i]) is not None}
         return numeric, categorical
+
+    def records(self) -> list[tuple[dict[str, float], dict[str, str]]]:
+        """`row(i)` of every row, column-wise: one `tolist` per column instead of a numpy
+        scalar per value (the prediction log builds one record per row)."""
+        if self.rows == 0:
+            return []
+        num_names = list(self.numeric)
+        cat_names = list(self.categorical)
+        if num_names:
+            matrix = np.column_stack([self.numeric[n] for n in num_names])
+            gaps = np.isnan(matrix).any(axis=1).tolist()
+            num_rows = matrix.tolist()
+        else:
+            gaps, num_rows = [False] * self.rows, [[] for _ in range(self.rows)]
+        cat_rows = (
+            list(zip(*(self.categorical[n] for n in cat_names), strict=True))
+            if cat_names
+            else [()] * self.rows
+        )
+        out: list[tuple[dict[str, float], dict[str, str]]] = []
+        for values, gap, cats in zip(num_rows, gaps, cat_rows, strict=True):
+            numeric = (
+                {n: v for n, v in zip(num_names, values, strict=True) if not math.isnan(v)}
+                if gap
+                else dict(zip(num_names, values, strict=True))
+            )
+            if None in cats:
+                categorical = {n: v for n, v in zip(cat_names, cats, strict=True) if v is not None}
+            else:
+                categorical = dict(zip(cat_names, cats, strict=True))
+            out.append((numeric, categorical))
+        return out
 
     def columns(self) -> dict[str, np.ndarray | list[str | None]]:
         """The frame as the serving client takes it (NaN / None: null in the stored row)."""
@@ -122,7 +162,8 @@ def fill_missing(
     if rows.size == 0:
         return fill
     keyed = [int(i) for i in rows if keys[i]]
-    stored = lookup(contract, [keys[i] for i in keyed]) if keyed else []
+    wanted = frame.missing_columns(rows)
+    stored = lookup(contract, [keys[i] for i in keyed], wanted) if keyed else []
     found = dict(zip(keyed, stored, strict=True))
     for i in (int(r) for r in rows):
         values = found.get(i)

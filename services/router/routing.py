@@ -11,8 +11,8 @@ within the caller's deadline; the control failing is the caller's error.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,7 +21,7 @@ from opentelemetry import trace
 
 from driftloop.v1 import events_pb2 as ev
 from services.common.experiments import ExperimentSpec
-from services.common.kafka_serde import build_headers, encode_key
+from services.common.kafka_serde import build_headers
 from services.common.logging import get_logger
 from services.router.assignment import Assignment, assign
 from services.router.coalescing import Coalescer, VariantResult
@@ -35,6 +35,22 @@ __all__ = ["DeadlineExceeded", "Outcome", "Router", "RoutingConfig", "Unavailabl
 
 _log = get_logger(__name__)
 _tracer = trace.get_tracer("driftloop.router")
+
+
+def _request_ids(given: Sequence[str], n: int) -> list[str]:
+    """The caller's request ids, a random UUID4 (hex) where one is empty: all drawn in one
+    `urandom` call, the version and variant bits set column-wise."""
+    missing = n if not given else sum(1 for rid in given if not rid)
+    if missing == 0:
+        return list(given)
+    raw = np.frombuffer(os.urandom(16 * missing), dtype=np.uint8).reshape(missing, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw.tobytes().hex()
+    fresh = iter([text[32 * j : 32 * j + 32] for j in range(missing)])
+    if not given:
+        return list(fresh)
+    return [rid or next(fresh) for rid in given]
 
 
 class Unavailable(RuntimeError):
@@ -113,19 +129,21 @@ class Router:
         model = contract.model
         n = frame.rows
         keys = list(entity_keys) if entity_keys else [""] * n
-        ids = (
-            [rid or uuid.uuid4().hex for rid in request_ids]
-            if request_ids
-            else [uuid.uuid4().hex for _ in range(n)]
-        )
+        ids = _request_ids(request_ids, n)
         fill = await self._fill(contract, frame, keys)
         spec = self._experiments(model)
         with _tracer.start_as_current_span("router.assign") as span:
-            assignments = [assign(spec, keys[i] or ids[i]) for i in range(n)]
+            if spec is None:  # no experiment: the same (champion) assignment for every row
+                assignments = [assign(None, "")] * n
+            else:
+                assignments = [assign(spec, key or rid) for key, rid in zip(keys, ids, strict=True)]
             span.set_attribute("driftloop.experiment", spec.name if spec else "")
         groups: dict[str, list[int]] = {}
-        for i, a in enumerate(assignments):
-            groups.setdefault(a.variant, []).append(i)
+        if spec is None:
+            groups[assignments[0].variant] = list(range(n))
+        else:
+            for i, a in enumerate(assignments):
+                groups.setdefault(a.variant, []).append(i)
         control = assignments[0].control
         plan = [_Group(v, np.asarray(rows)) for v, rows in groups.items()]
         for g in plan:
@@ -138,8 +156,11 @@ class Router:
         for g in plan:
             assert g.result is not None
             scores[g.rows] = g.result.scores
-            for i in g.rows:
-                versions[i], variants[i] = g.result.version, g.result.variant
+            if len(plan) == 1:
+                versions, variants = [g.result.version] * n, [g.result.variant] * n
+            else:
+                for i in g.rows.tolist():
+                    versions[i], variants[i] = g.result.version, g.result.variant
             self._metrics.latency_ms.record(latency_ms, {"model": model, "variant": g.variant})
         with _tracer.start_as_current_span("router.log"):
             self._log(
@@ -354,31 +375,33 @@ class Router:
     ) -> None:
         headers = tuple(build_headers(ev.PredictionLog))
         now_ms = int(time.time() * 1000)
+        model = contract.model
+        score_list = np.asarray(scores, dtype=np.float64).tolist()
+        version_text = {v: str(v) for v in set(versions)}
+        looked_up, age_ms, defaulted = fill.looked_up, fill.age_ms, fill.defaulted
         records = []
-        for i in range(frame.rows):
-            numeric, categorical = frame.row(i)
+        for i, (numeric, categorical) in enumerate(frame.records()):
             a = assignments[i]
             msg = ev.PredictionLog(
                 request_id=ids[i],
                 time_ms=now_ms,
-                model=contract.model,
-                version=str(versions[i]),
+                model=model,
+                version=version_text[versions[i]],
                 variant=variants[i],
                 shadow=shadow,
                 entity_key=keys[i],
                 numeric=numeric,
                 categorical=categorical,
-                score=float(scores[i]),
+                score=score_list[i],
                 latency_ms=latency_ms,
                 experiment=a.experiment,
                 bucket=a.bucket,
-                looked_up=fill.looked_up.get(i, ()),
-                feature_age_ms=fill.age_ms.get(i, 0),
-                defaulted=fill.defaulted.get(i, ()),
+                looked_up=looked_up.get(i, ()),
+                feature_age_ms=age_ms.get(i, 0),
+                defaulted=defaulted.get(i, ()),
             )
-            records.append(
-                Record(encode_key(keys[i] or ids[i]) or b"", msg.SerializeToString(), headers)
-            )
+            key = keys[i] or ids[i]
+            records.append(Record(key.encode(), msg.SerializeToString(), headers))
         self._logger.submit(records)
 
     async def close(self) -> None:

@@ -13,7 +13,7 @@ import redis
 
 from services.common.artifacts import ArtifactStore
 from services.common.datasets.schema import DatasetSchema
-from services.common.feature_store import FeatureKind, OnlineFeatureStore
+from services.common.feature_store import EVENT_TIME_FIELD, FeatureKind, OnlineFeatureStore
 from services.common.redis_client import sync_redis
 from services.common.settings import Settings, load_settings
 from services.ingest.pipeline import update_online_features
@@ -106,6 +106,23 @@ def test_out_of_order_batches_never_move_a_key_backwards(client: redis.Redis, da
     assert bare.get(dataset, ["b"], kinds={"amount": "numeric"}) == [{"amount": 21.0}]
     with pytest.raises(KeyError):
         bare.get(dataset, ["b"])
+    store.delete_dataset(dataset)
+
+
+def test_get_fields_reads_only_the_named_fields(client: redis.Redis, dataset: str) -> None:
+    store = OnlineFeatureStore(client)
+    store.write_latest(dataset, FIRST)
+    kinds: dict[str, FeatureKind] = {"region": "categorical", EVENT_TIME_FIELD: "numeric"}
+    a, b, c, unknown = store.get_fields(dataset, ["a", "b", "c", "zz"], kinds)
+    # a's region is null: the row is still there (its event time), without the feature
+    assert a == {EVENT_TIME_FIELD: 2_000.0}
+    assert b == {"region": "south", EVENT_TIME_FIELD: 1_000.0}
+    assert unknown is None
+    # the same values as the whole-hash read, restricted to the named fields
+    full = store.get(dataset, ["a", "b", "c"], kinds=KINDS)
+    for got, whole in zip(store.get_fields(dataset, ["a", "b", "c"], KINDS), full, strict=True):
+        assert got == whole
+    assert c is not None and c["region"] == "north"
     store.delete_dataset(dataset)
 
 

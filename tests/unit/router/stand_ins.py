@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from services.common.experiments import ExperimentSpec
-from services.common.feature_rows import FeatureValues
+from services.common.feature_rows import EVENT_TIME_FIELD, FeatureValues
 from services.router.coalescing import Coalescer, VariantResult
 from services.router.features import FeatureFrame, ModelContract
 from services.router.metrics import RouterMetrics
@@ -73,9 +73,14 @@ class Stores:
             raise NotFound([("model", f"unknown model {model!r}")])
         return CONTRACT
 
-    def lookup(self, contract: ModelContract, keys: Sequence[str]) -> list[FeatureValues | None]:
+    def lookup(
+        self, contract: ModelContract, keys: Sequence[str], names: Sequence[str]
+    ) -> list[FeatureValues | None]:
+        """Like the Redis lookup: only the wanted features and the event time."""
         self.lookups += 1
-        return [self.online.get(k) for k in keys]
+        wanted = {*names, EVENT_TIME_FIELD}
+        rows = [self.online.get(k) for k in keys]
+        return [None if r is None else {n: v for n, v in r.items() if n in wanted} for r in rows]
 
 
 def build_router(
