@@ -145,7 +145,14 @@ def test_row_count_chunks_fire_too_and_a_spec_threshold_overrides_the_learnt_one
     monitor: MonitorHarness,
 ) -> None:
     wait_until(lambda: _judged(monitor, "rows-model"), lambda n: n >= 5, 120, "judged chunks")
-    events = [e for e in _events(monitor) if e.model == "rows-model"]
+    # the event of a judged chunk is published after its metric rows are written: wait
+    # for it rather than read the topic at the instant the fifth chunk is judged
+    events = wait_until(
+        lambda: [e for e in _events(monitor) if e.model == "rows-model"],
+        lambda found: any(e.feature == "f0" for e in found),
+        60,
+        "a DriftEvent for f0 of rows-model",
+    )
     f0 = [e for e in events if e.feature == "f0"]
     assert f0 and {e.feature for e in events} <= {"f0", ""}
     # chunk SHIFT_AT holds the first shifted rows; fire_after = 2 fires on the next one
