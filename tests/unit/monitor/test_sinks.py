@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
 from aiokafka import TopicPartition
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.kafka import ConsumedBatch
 from services.common.kafka_serde import DecodeFailure, Envelope
+from services.monitor.sinks.arrow import to_arrow
 from services.monitor.sinks.rows import SINK_TABLES, dedupe_in_batch
 from services.monitor.sinks.writer import SinkBuffer, write_pending
 
@@ -131,3 +133,15 @@ def test_rows_the_store_refuses_are_dead_lettered_and_the_rest_inserted() -> Non
     assert sum("insert refused" in r and "Cannot parse" in r for r in reasons) == 2
     assert sum("unstorable" in r and "1900-2299" in r for r in reasons) == 1
     assert result.inserted["predictions"] == 5 and result.rejected["predictions"] == 2
+
+
+def test_list_columns_convert_the_same_whether_their_rows_repeat_or_not() -> None:
+    columns, types = ("names",), {"names": "Array(LowCardinality(String))"}
+    for lists in (
+        [["a", "b"], ["a", "b"], [], ["a", "b"], ["c"], ["a", "b"]],  # mostly repeated
+        [["a"], ["b"], ["c", "d"]],  # all distinct
+        [],
+    ):
+        table = to_arrow([(v,) for v in lists], columns, types)
+        assert table.column("names").to_pylist() == lists
+        assert table.schema.field("names").type == pa.list_(pa.string())
