@@ -9,8 +9,8 @@
 - `config.py` — `ServingSettings` (`DRIFTLOOP_SERVING_*`: variants, batching, replicas,
   autoscaling per variant)
 - `state.py` — `$DRIFTLOOP_HOME/serving.json` (Ray address, what is deployed)
-- `health.py` — `/healthz`, `/readyz`, `/v1/variants`
-- `app.py` — wiring: Ray, Serve, `models.events`, health, `serving.json`
+- `app.py` — wiring: Ray, Serve, `models.events`, `serving.json`, and health
+  (`services.common.health`: `/healthz`, `/readyz`, `/v1/variants`)
 """
 
 import os as _os

@@ -19,13 +19,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from services.common.health import health_app
 from services.common.http_server import embedded_server
 from services.common.kafka import check_kafka, create_consumer
 from services.common.logging import configure_logging, get_logger
 from services.common.registry import ModelRegistry
 from services.common.settings import Settings, load_settings
 from services.serving.config import ServingSettings
-from services.serving.health import health_app
 from services.serving.state import ServingState, state_path, write_state
 
 __all__ = ["ServingService", "main", "run"]
@@ -115,7 +115,7 @@ async def run(settings: Settings, serving: ServingSettings) -> None:
         deployer = ServeDeployer(settings, serving, registry, loop)
         service = ServingService(settings, serving, deployer, ray_address())
         server = embedded_server(
-            health_app(service.readiness, service.variants),
+            health_app("serving", service.readiness, "/v1/variants", service.variants),
             serving.health_host,
             serving.health_port,
         )

@@ -28,6 +28,7 @@ from driftloop.v1 import events_pb2 as pb
 from services.common.artifacts import ArtifactStore
 from services.common.datasets.schema import load_schemas
 from services.common.datasets.store import VersionStore
+from services.common.health import health_app
 from services.common.http_server import embedded_server
 from services.common.kafka import (
     ProtobufConsumer,
@@ -43,7 +44,6 @@ from services.common.registry import ModelRegistry
 from services.common.settings import Settings, load_settings
 from services.trainer.config import TrainerSettings
 from services.trainer.events import model_event
-from services.trainer.health import health_app
 from services.trainer.lock import TrainingLock
 from services.trainer.policy import (
     Decision,
@@ -259,7 +259,7 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
         )
         service.stuck = lambda: consumer.fetcher.stuck
         server = embedded_server(
-            health_app(service.readiness, service.model_states),
+            health_app("trainer", service.readiness, "/v1/models", service.model_states),
             config.health_host,
             config.health_port,
         )
