@@ -19,6 +19,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
+
 from services.common.artifacts import ArtifactStore
 from services.common.clickhouse import apply_migrations
 from services.common.http_server import embedded_server
@@ -36,6 +38,7 @@ from services.monitor.config import MonitorSettings
 from services.monitor.http_api import create_http_app
 from services.monitor.live.reference_bins import ReferenceBins
 from services.monitor.live.scheduler import Analysis
+from services.monitor.sinks.watermark import Watermarks
 from services.monitor.sinks.writer import SinkBuffer, write_pending
 from services.monitor.specs import load_monitor_specs
 from services.monitor.store import StoreThread
@@ -64,6 +67,7 @@ class Monitor:
         self.consumer: ProtobufConsumer | None = None
         self.written = 0
         self.ticks = 0
+        self.watermarks = Watermarks()
 
     def readiness(self) -> list[str]:
         missing = []
@@ -82,6 +86,8 @@ class Monitor:
                 return
             result = await writer.run(write_pending, pending)
             await consumer.commit(pending.offsets)
+            self.watermarks.written(pending.prediction_times)
+            await self.track_positions(consumer)
             self.written += pending.records
             if pending.records:
                 _log.info(
@@ -97,7 +103,27 @@ class Monitor:
             buffer.add(batch)
             if buffer.due():
                 await flush()
+            elif not len(buffer):  # idle: has a partition been read to its end meanwhile?
+                await self.track_positions(consumer)
         await flush()
+
+    async def track_positions(self, consumer: ProtobufConsumer) -> None:
+        """Which partitions of predictions.log are read to their end (the last stable
+        offset under read_committed, else the high watermark), for the watermarks. Called
+        when nothing consumed is waiting to be written, so read means written."""
+        raw, topic = consumer.raw, self.settings.topics.predictions_log
+        behind: dict[int, bool] = {}
+        for tp in consumer.assignment():
+            if tp.topic != topic:
+                continue
+            end = raw.last_stable_offset(tp)
+            if end is None or end < 0:
+                end = raw.highwater(tp)
+            try:
+                behind[tp.partition] = end is None or await raw.position(tp) < end
+            except IllegalStateError:  # revoked meanwhile
+                continue
+        self.watermarks.positions(behind)
 
     async def analysis_loop(
         self, analysis: Analysis, reader: StoreThread, producer: ProtobufProducer
@@ -107,7 +133,7 @@ class Monitor:
         while not self.stop.is_set():
             started = time.monotonic()
             try:
-                result = await reader.run(analysis.tick)
+                result = await reader.run(analysis.tick, self.watermarks.snapshot())
                 for event in result.drift_events:
                     await producer.send_and_wait(topics.drift_events, event, event.model)
                     _log.info("drift.event", **_brief(event))

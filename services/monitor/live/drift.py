@@ -3,8 +3,9 @@ reference windows, in ClickHouse SQL (services/monitor/drift.py), then through t
 tracker.
 
 Windows are tumbling windows of `window_ms` over the prediction time. A window is closed
-when the newest prediction of its version is `lateness_ms` past its end (a watermark, so
-a slightly late log still lands in its window). The reference is the version's first
+when the version's watermark is `lateness_ms` past its end, so a slightly late log still
+lands in its window; `traffic.last_ms` is that watermark: the newest stored prediction
+bounded by what every partition has written (sinks/watermark.py, applied by scheduler.py). The reference is the version's first
 `reference_windows` closed windows: the traffic it served when it was deployed, which is
 what "normal" looks like for it, and whose window-to-window variation sets each metric's
 default threshold (thresholds.py; a model spec's `monitor.thresholds` overrides a metric).

@@ -6,7 +6,7 @@ record them (see live/drift.py for why that order)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -20,7 +20,8 @@ from services.monitor.live.experiments import (
     running_experiments,
 )
 from services.monitor.live.performance import PERFORMANCE_COLUMNS, performance_rows
-from services.monitor.live.traffic import discover
+from services.monitor.live.traffic import VersionTraffic, discover
+from services.monitor.sinks.watermark import HOLD
 from services.monitor.specs import ModelMonitorSpec, default_spec
 from services.monitor.store import INSERT_SETTINGS
 
@@ -64,10 +65,18 @@ class Analysis:
         self._drift.restore(client, self._specs)
         self._experiments.restore(client)
 
-    def tick(self, client: Client) -> TickResult:
+    def tick(
+        self, client: Client, watermark: Callable[[str], int | None] | None = None
+    ) -> TickResult:
+        """`watermark(model)`: the prediction time up to which the store holds all of the
+        model's predictions (sinks/watermark.py); None = all of them. Windows close on it,
+        not on the newest stored prediction."""
         result = TickResult()
         horizon: dict[str, int] = {}
-        for traffic in discover(client):
+        for found in discover(client):
+            traffic = _bounded(found, watermark(found.model) if watermark else None)
+            if traffic is None:
+                continue
             spec = self.spec(traffic.model)
             drift = self._drift.run(client, traffic, spec)
             result.drift_events.extend(drift.events)
@@ -92,3 +101,12 @@ class Analysis:
     def write(client: Client, result: TickResult) -> None:
         for table, (columns, rows) in result.rows.items():
             client.insert(table, rows, column_names=columns, settings=INSERT_SETTINGS)
+
+
+def _bounded(traffic: VersionTraffic, watermark: int | None) -> VersionTraffic | None:
+    """The traffic as far as it is complete; None while none of it is known to be."""
+    if watermark is None or watermark >= traffic.last_ms:
+        return traffic
+    if watermark == HOLD or watermark < traffic.first_ms:
+        return None
+    return replace(traffic, last_ms=watermark)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 from clickhouse_connect.driver.client import Client
 
+from driftloop.v1 import events_pb2 as pb
 from services.common.kafka import ConsumedBatch
 from services.common.logging import get_logger
 from services.monitor.sinks.arrow import column_types, to_arrow
@@ -69,6 +70,8 @@ class PendingWrite:
     rows: dict[str, list[Row]] = field(default_factory=lambda: defaultdict(list))
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     records: int = 0
+    # newest prediction time per (partition of predictions.log, model): the watermark's input
+    prediction_times: dict[tuple[int, str], int] = field(default_factory=dict)
 
 
 class SinkBuffer:
@@ -101,6 +104,10 @@ class SinkBuffer:
                 pending.rows[_REJECTED.table].append(unstorable_row(env, str(exc), now))
                 continue
             pending.rows[spec.table].append(row)
+            message = env.message
+            if isinstance(message, pb.PredictionLog):
+                times, key = pending.prediction_times, (env.partition, message.model)
+                times[key] = max(message.time_ms, times.get(key, message.time_ms))
         for failure in batch.failures:
             pending.rows[_REJECTED.table].append(rejected_row(failure, now))
         pending.records += len(batch)

@@ -91,15 +91,13 @@ def monitor(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     stable = [
         item for w in range(REF + 101) for item in _window_predictions("stable-model", w, 300, rng)
     ]
-    # rows-model: the same story judged in chunks of 500 predictions instead of minutes.
-    # It proves that row-count chunks are judged and fire; a 0.5 sigma shift is caught
-    # only in some 500-row chunks (the time-window test holds the 0.5 sigma bound), so
-    # this one moves f0 by 1 sigma.
+    # rows-model: the same story judged in chunks of 500 predictions instead of minutes
+    # (500 a minute, so chunk c holds minute c once the chunks are cut from complete data).
     by_rows = [
         item
         for w in range(SHIFT_AT + 4)
         for item in _window_predictions(
-            "rows-model", w, 500, rng, shift=1.0 if w >= SHIFT_AT else 0.0
+            "rows-model", w, 500, rng, shift=0.5 if w >= SHIFT_AT else 0.0
         )
     ]
     harness.publish(t.predictions_log, shift + stable + by_rows)
@@ -158,10 +156,11 @@ def test_row_count_chunks_fire_too_and_a_spec_threshold_overrides_the_learnt_one
     )
     f0 = [e for e in events if e.feature == "f0"]
     assert f0 and {e.feature for e in events} <= {"f0", ""}
-    # chunk SHIFT_AT holds the first shifted rows and fire_after = 2 fires one chunk later
-    # at the earliest; chunks are cut by row count, so their starts do not fall on the
-    # minute: the firing chunk starts before the end of the third shifted minute
-    assert min(e.window_start_ms for e in f0) <= T0_MS + (SHIFT_AT + 2) * W_MS
+    # chunk SHIFT_AT is the first shifted one; fire_after = 2 fires at most one chunk later
+    first = min(e.window_start_ms for e in f0)
+    assert T0_MS + SHIFT_AT * W_MS <= first <= T0_MS + (SHIFT_AT + 1) * W_MS
+    sizes = monitor.query("SELECT DISTINCT rows FROM drift_metrics WHERE model = 'rows-model'")
+    assert sizes == [[500]]
     kinds = monitor.query(
         "SELECT DISTINCT window_kind FROM drift_metrics WHERE model = 'rows-model'"
     )
@@ -176,6 +175,12 @@ def test_row_count_chunks_fire_too_and_a_spec_threshold_overrides_the_learnt_one
 def test_a_hundred_stable_windows_raise_no_event(monitor: MonitorHarness) -> None:
     wait_until(lambda: _judged(monitor, "stable-model"), lambda n: n >= 100, 180, "100 windows")
     assert [e for e in _events(monitor) if e.model == "stable-model"] == []
+    # every window was judged whole: the windows close on the sinks' watermark, not on the
+    # newest prediction stored while the partitions of predictions.log are read unevenly
+    sizes = monitor.query(
+        "SELECT DISTINCT rows FROM drift_metrics WHERE model = 'stable-model' AND metric = 'psi'"
+    )
+    assert sizes == [[300]]
     # the rows are there, with thresholds learnt from the reference windows
     n_ref = monitor.scalar(
         "SELECT uniqExact(window_start) FROM drift_metrics "
