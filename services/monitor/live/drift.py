@@ -5,8 +5,9 @@ tracker.
 Windows are tumbling windows of `window_ms` over the prediction time. A window is closed
 when the version's watermark is `lateness_ms` past its end, so a slightly late log still
 lands in its window; `traffic.last_ms` is that watermark: the newest stored prediction
-bounded by what every partition has written (sinks/watermark.py, applied by scheduler.py). The reference is the version's first
-`reference_windows` closed windows: the traffic it served when it was deployed, which is
+bounded by what every partition has written (sinks/watermark.py, applied by
+scheduler.py). The reference is the version's first `reference_windows` closed windows:
+the traffic it served when it was deployed, which is
 what "normal" looks like for it, and whose window-to-window variation sets each metric's
 default threshold (thresholds.py; a model spec's `monitor.thresholds` overrides a metric).
 Each tick judges the windows closed since the last tick, in order, so the hysteresis sees

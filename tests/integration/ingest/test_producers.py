@@ -29,7 +29,14 @@ from aiokafka import AIOKafkaProducer
 from driftloop.v1.events_pb2 import DataEvent, RejectedEvent
 from services.common.settings import Settings
 from tests.conftest import run_cli
-from tests.integration.harness import INGEST, ServiceProcess, free_port, isolated_settings, wait_for
+from tests.integration.harness import (
+    INGEST,
+    ServiceProcess,
+    free_port,
+    isolated_settings,
+    wait_committed_to_end,
+    wait_for,
+)
 from tests.integration.ingest.events_gen import create_topics, credit_event, read_topic, sealed_rows
 from tests.integration.kcat import kcat_produce, kcat_tombstone
 from tests.integration.trainer.loop_harness import get_json
@@ -106,12 +113,15 @@ async def test_transactional_producer_only_committed_rows_are_sealed(
     )
     await producer.start()
     try:
+        last_committed: dict[int, int] = {}  # partition -> offset of its last committed record
         for batch, commit in ((committed, True), (aborted, False), (later, True)):
             await producer.begin_transaction()
             for e in batch:
-                await producer.send_and_wait(
+                meta = await producer.send_and_wait(
                     topic, e.SerializeToString(), key=e.entity_key.encode()
                 )
+                if commit:
+                    last_committed[meta.partition] = meta.offset
             if commit:
                 await producer.commit_transaction()
             else:
@@ -125,7 +135,10 @@ async def test_transactional_producer_only_committed_rows_are_sealed(
         want = Counter(e.event_id for e in committed + later)
         root = settings.artifact_root
         await wait_for(lambda: sum(_sealed_ids(root).values()) >= len(want), 90, "rows", service)
-        await asyncio.sleep(1.0)  # an aborted row sealed late would show up here
+        # every record up to the last committed one is handled (sealed or dead-lettered:
+        # ingest commits only then), so an aborted row sealed late would show up here
+        group = env["DRIFTLOOP_INGEST_GROUP_ID"]
+        await wait_committed_to_end(settings, group, service, through=last_committed)
         sealed = _sealed_ids(root)
         rejected = await _rejected(settings)
     finally:
@@ -198,7 +211,7 @@ async def test_poison_batch_stops_only_its_partition_and_resumes_after_the_fix(
         want = Counter(e.event_id for e in before + poison + after + others)
         await wait_for(lambda: sum(_sealed_ids(root).values()) >= len(want), 90, "rows", fixed)
         await wait_for(lambda: not _stuck_listing(stack, group), 30, "clear")
-        await asyncio.sleep(1.0)
+        await wait_committed_to_end(settings, group, fixed)  # everything read is handled
         assert _sealed_ids(root) == want, "nothing lost or duplicated"
         assert not await _rejected(settings)
     finally:

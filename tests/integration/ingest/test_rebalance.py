@@ -25,16 +25,22 @@ from contextlib import aclosing
 from pathlib import Path
 
 import pytest
-from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.partitioner import DefaultPartitioner
 
 from driftloop.v1.events_pb2 import DataEvent, RejectedEvent
-from services.common.kafka import create_consumer, create_producer, ensure_topics
+from services.common.kafka import create_producer, ensure_topics
 from services.common.kafka_serde import base_headers
 from services.common.settings import Settings
-from tests.integration.harness import INGEST, ServiceProcess, isolated_settings, wait_for
+from tests.integration.harness import (
+    INGEST,
+    ServiceProcess,
+    committed_vs_end,
+    isolated_settings,
+    wait_committed_to_end,
+    wait_for,
+)
 from tests.integration.ingest.events_gen import (
     Item,
     Published,
@@ -123,24 +129,26 @@ async def _wait_assigned(
 
 
 async def _committed(settings: Settings, group_id: str) -> dict[int, tuple[int, int]]:
-    """Per partition: (the group's committed offset, the end offset)."""
-    consumer = create_consumer(settings, group_id=group_id)
-    async with consumer:
-        raw = consumer.raw
-        tps = [TopicPartition(settings.topics.data_events, p) for p in range(PARTITIONS)]
-        ends = await raw.end_offsets(tps)
-        return {tp.partition: (await raw.committed(tp) or 0, ends[tp]) for tp in tps}
+    return await committed_vs_end(settings, group_id, PARTITIONS)
 
 
 async def _wait_committed_to_end(settings: Settings, group_id: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 120
+    await wait_committed_to_end(settings, group_id, timeout_s=120, partitions=PARTITIONS)
+
+
+async def _wait_uncommitted(
+    settings: Settings, group_id: str, flow: Flow, partitions: set[int]
+) -> None:
+    """Until the flow has published records to `partitions` past the group's committed
+    offsets there: rows their owner reads (it polls every 200 ms) and has not sealed."""
+    deadline = asyncio.get_running_loop().time() + 60
     while True:
-        positions = await _committed(settings, group_id)
-        if all(c == e for c, e in positions.values()):
+        committed = await _committed(settings, group_id)
+        if any(p.partition in partitions and p.offset >= committed[p.partition][0]
+               for p in flow.published):  # fmt: skip
             return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not committed to the end: {positions}")
-        await asyncio.sleep(0.2)
+        assert asyncio.get_running_loop().time() < deadline, "no new rows on those partitions"
+        await asyncio.sleep(0.1)
 
 
 class Flow:
@@ -247,7 +255,7 @@ async def test_members_join_and_leave_while_events_flow(
         # pending rows are consumed again by a, from b's committed offsets).
         left = asyncio.Event()
         trickle = asyncio.create_task(flow.trickle(until=left))
-        await asyncio.sleep(1.0)  # b has rows pending again
+        await _wait_uncommitted(settings, group, flow, {1, 3})  # b has rows pending again
         assert b.process.signal(signal.SIGTERM) == 0, b.process.log_tail()
         await _wait_assigned(settings, group, {a.name: {0, 1, 2, 3}})
         left.set()
@@ -301,7 +309,7 @@ async def test_a_member_killed_during_a_rebalance(
         # then a keeps {0, 2} and c gets b's {1, 3}.
         joined = asyncio.Event()
         trickle = asyncio.create_task(flow.trickle(until=joined))
-        await asyncio.sleep(1.0)  # b has rows pending again
+        await _wait_uncommitted(settings, group, flow, {1, 3})  # b has rows pending again
         seen = _rebalances(b)
         c.process.start()
         async with aclosing(_new_seals(root)) as seals:

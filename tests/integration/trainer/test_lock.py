@@ -71,10 +71,18 @@ def test_a_kept_alive_lease_outlives_its_ttl_and_reports_loss(stack: Settings, m
     lease = lock.acquire(model, "worker")
     assert lease is not None
     # Renewed 10 times per TTL, so a stall of the keeper thread of up to 1.8 s (a loaded
-    # 2-core machine) does not lose the lease; the sleep covers over two TTLs.
+    # 2-core machine) does not lose the lease. It outlives its TTL once a renewal made
+    # after the first TTL ran out has pushed the expiry on: polled, no fixed sleep.
+    key = f"driftloop:trainer:lock:{model}"
+    acquired = time.monotonic()
     with lock.kept_alive(lease, every_s=0.2) as lost:
-        time.sleep(4.5)
-        assert lock.holds(lease) and not lost.is_set()
-        client.delete(f"driftloop:trainer:lock:{model}")  # taken away (e.g. expired in a stall)
+        deadline = acquired + 30
+        while (expiry := time.monotonic() + client.pttl(key) / 1000) < acquired + 5.0:
+            assert lock.holds(lease) and not lost.is_set(), "lost within its first TTL"
+            assert time.monotonic() < deadline, "the keeper never renewed the lease"
+            time.sleep(0.05)
+        assert time.monotonic() > acquired + 2.5  # renewed half a TTL after it would expire
+        assert lock.holds(lease) and not lost.is_set() and expiry >= acquired + 5.0
+        client.delete(key)  # taken away (e.g. expired in a stall)
         assert lost.wait(5), "the keeper must notice that the lease is gone"
     assert lock.release(lease) is False
