@@ -11,7 +11,7 @@ ids with `sealed` once the version is durable. No I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -109,8 +109,13 @@ class Backlog:
         pending = self._pending.items()
         return [n for n, p in pending if policy.should_seal(p.rows, p.received_ms, now_ms)]
 
-    def ms_until_due(self, policy: SealPolicy, now_ms: int) -> list[int]:
-        return [policy.ms_until_due(p.received_ms, now_ms) or 0 for p in self._pending.values()]
+    def ms_until_due(self, policy: SealPolicy, now_ms: int, skip: Container[str] = ()) -> list[int]:
+        """Per dataset with pending rows (but those in `skip`), ms until it is due."""
+        return [
+            policy.ms_until_due(p.received_ms, now_ms) or 0
+            for name, p in self._pending.items()
+            if name not in skip
+        ]
 
     def take(self, name: str) -> PendingRows:
         """All of `name`'s pending rows, to seal; their ids stay unsealed until `sealed`."""

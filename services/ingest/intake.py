@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +31,7 @@ from services.common.kafka_stuck import StuckPartition
 from services.common.logging import get_logger
 from services.ingest.backlog import Backlog, Categories, categories_of
 from services.ingest.decode.columns import FlatEvents
+from services.ingest.decode.wire import decode_flat
 from services.ingest.dedup import Claims, EventDedup
 from services.ingest.offsets import OffsetTracker, SealedWatermarks
 from services.ingest.pending import SourceBatch
@@ -123,6 +124,53 @@ class Intake:
             "driftloop.ingest.rejected", unit="{record}", description="dead-lettered, per reason"
         )
         self._accepted_total = meter.create_counter("driftloop.ingest.accepted", unit="{record}")
+        self._in_flight: InFlight | None = None
+
+    @property
+    def in_flight(self) -> InFlight | None:
+        """The batch checked in the last step, its claims running (it holds commits back)."""
+        return self._in_flight
+
+    async def take(
+        self,
+        batch: SourceBatch,
+        backlog: Backlog,
+        *,
+        watermarks: SealedWatermarks,
+        ceiling: Mapping[tuple[str, int], int],
+        now: int,
+        restore: Callable[[], Mapping[str, Claims]],
+    ) -> bool:
+        """One step, in the order that makes checking ahead safe: check `batch` (when it
+        has records), finish the batch in flight, validate `batch` again when one of that
+        batch's claims failed, then start `batch`'s claims; it stays in flight until the
+        next step or `settle`. True when `batch` was validated again."""
+        checked = None
+        if len(batch):
+            flat = decode_flat(batch.values)
+            checked = self.check(
+                batch, flat, backlog, watermarks=watermarks, ceiling=ceiling, now=now
+            )
+        rechecked = await self.settle(backlog) and checked is not None
+        if checked is not None:
+            if rechecked:
+                self.recheck(checked, backlog)
+            self.claim(checked, restore())
+            self._in_flight = checked
+        return rechecked
+
+    async def settle(self, backlog: Backlog) -> bool:
+        """Finish the batch in flight, if any; True when one of its claims failed."""
+        if self._in_flight is None:
+            return False
+        flight, self._in_flight = self._in_flight, None
+        return await self.finish(flight, backlog)
+
+    async def abandon(self, backlog: Backlog) -> None:
+        """Drop the batch in flight, if any (its records are consumed again)."""
+        if self._in_flight is not None:
+            flight, self._in_flight = self._in_flight, None
+            await self.drop(flight, backlog)
 
     def check(
         self,

@@ -34,10 +34,11 @@ its dataset's sealed watermark) nowhere again, because it is already in a versio
 
 Each piece of loop state has one owner: the `Backlog` (rows not yet in a version, their
 ids, the accepted categories), `SealJobs` (seals in flight), `SealedHistory` (what the
-manifests say), the `Poller` (the poll started ahead) and this class (the batch in
-flight, consumed and committed offsets, the assignment epoch). A step is: poll, check
-the batch (`Intake.check`), finish the one before (`Intake.finish`), claim this one's
-ids, reap finished seals, start due seals, commit.
+manifests say), the `Poller` (the poll started ahead), the `Intake` (the batch in
+flight) and this class (consumed and committed offsets, the assignment epoch). A step
+is: poll; `Intake.take` (check the batch, finish the one before, validate again if one
+of its claims failed, claim this one's ids); reap finished seals, start due seals,
+commit.
 """
 
 from __future__ import annotations
@@ -57,9 +58,8 @@ from services.common.logging import get_logger
 from services.common.settings import TopicNames
 from services.ingest.backlog import Backlog
 from services.ingest.config import IngestSettings
-from services.ingest.decode.wire import decode_flat
 from services.ingest.dedup import Claims, EventDedup, Strings
-from services.ingest.intake import InFlight, Intake, PipelineStats, update_online_features
+from services.ingest.intake import Intake, PipelineStats, update_online_features
 from services.ingest.offsets import OffsetTracker, committable_offsets
 from services.ingest.pending import SourceBatch
 from services.ingest.poller import Poller, RebalanceListener
@@ -136,7 +136,6 @@ class IngestPipeline:
         self._backlog = Backlog()
 
     def _reset_stream_state(self) -> None:
-        self._in_flight: InFlight | None = None
         self._consumed = OffsetTracker()
         self._committed: dict[tuple[str, int], int] = {}
 
@@ -172,7 +171,7 @@ class IngestPipeline:
             self._stopping = True  # stop: nothing more is sealed or committed
             await self._poller.stop()
         async with self._lock:  # a clean stop: what was started may end, not be committed
-            await self._drop_in_flight()
+            await self._intake.abandon(self._backlog)
             self._apply(await self._seals.wait())
 
     async def step(self) -> None:
@@ -189,7 +188,6 @@ class IngestPipeline:
                 return
             batch = SourceBatch(fetched)
             del fetched  # the records themselves (see SourceBatch)
-            checked = None
             if len(batch):
                 if not self._stopping:
                     # Poll on at once: aiokafka's fetcher (a task of this loop) can then
@@ -197,19 +195,14 @@ class IngestPipeline:
                     self._poller.start(self._epoch)
                     await asyncio.sleep(0)
                 batch.add_to(self._consumed)
-                checked = self._intake.check(
-                    batch,
-                    decode_flat(batch.values),
-                    self._backlog,
-                    watermarks=self._sealed.watermarks,
-                    ceiling=self._sealed.ceiling,
-                    now=self._clock_ms(),
-                )
-            if await self._finish() and checked is not None:
-                self._intake.recheck(checked, self._backlog)
-            if checked is not None:
-                self._intake.claim(checked, self._restore())
-                self._in_flight = checked
+            await self._intake.take(
+                batch,
+                self._backlog,
+                watermarks=self._sealed.watermarks,
+                ceiling=self._sealed.ceiling,
+                now=self._clock_ms(),
+                restore=self._restore,
+            )
             self._apply(self._seals.reap())
             for dataset in self._backlogged():
                 # Its rows reached the seal size while its last seal is still running:
@@ -222,7 +215,7 @@ class IngestPipeline:
     async def seal_all(self) -> None:
         """Seal every dataset's pending rows now and commit (benchmarks, revocation)."""
         async with self._lock:
-            await self._finish()
+            await self._intake.settle(self._backlog)
             self._apply(await self._seals.wait())
             for dataset in self._backlog.datasets():
                 self._start_seal(dataset)
@@ -232,18 +225,6 @@ class IngestPipeline:
     async def stop_fetching(self) -> None:
         """Drop the poll started ahead, if any (before the consumer stops)."""
         await self._poller.stop()
-
-    async def _finish(self) -> bool:
-        """Finish the batch in flight; True when one of its claims failed."""
-        if self._in_flight is None:
-            return False
-        flight, self._in_flight = self._in_flight, None
-        return await self._intake.finish(flight, self._backlog)
-
-    async def _drop_in_flight(self) -> None:
-        if self._in_flight is not None:
-            flight, self._in_flight = self._in_flight, None
-            await self._intake.drop(flight, self._backlog)
 
     def _restore(self) -> dict[str, Claims]:
         """Per dataset the claims of its unsealed rows (re-made if Redis lost them)."""
@@ -261,8 +242,11 @@ class IngestPipeline:
         )
 
     def _poll_timeout_ms(self) -> int:
-        waits = self._backlog.ms_until_due(self._policy, self._clock_ms())
-        if self._seals or self._in_flight:  # come back soon to finish them
+        # a due dataset whose last seal still runs waits for that seal (the reap poll
+        # below), not for a timeout of 0: that would spin the loop
+        busy = {name for name in self._backlog.datasets() if self._seals.busy(name)}
+        waits = self._backlog.ms_until_due(self._policy, self._clock_ms(), skip=busy)
+        if self._seals or self._intake.in_flight:  # come back soon to finish them
             waits.append(_REAP_POLL_MS)
         return min([self._ingest.poll_timeout_ms, *waits])
 
@@ -303,8 +287,8 @@ class IngestPipeline:
     async def _commit(self) -> None:
         held = self._backlog.trackers()
         held += [rows.tracker for _, rows in self._seals.rows()]
-        if self._in_flight is not None:
-            held.append(self._in_flight.tracker)
+        if self._intake.in_flight is not None:
+            held.append(self._intake.in_flight.tracker)
         offsets = committable_offsets(self._consumed, held)
         assigned = self._consumer.assignment()
         todo = {
@@ -327,7 +311,7 @@ class IngestPipeline:
     async def on_revoked(self) -> None:
         """Seal what is pending so the next owner need not replay it (not when stopping:
         a stop commits nothing more)."""
-        seal = not self._stopping and bool(self._backlog or self._seals or self._in_flight)
+        seal = not self._stopping and bool(self._backlog or self._seals or self._intake.in_flight)
         _log.info(
             "partitions.revoked",
             partitions=_names(self._consumer.assignment()),
@@ -346,7 +330,7 @@ class IngestPipeline:
         know those records are already sealed."""
         async with self._lock:
             self._apply(await self._seals.wait())  # durable; the reload below reads it
-            await self._drop_in_flight()
+            await self._intake.abandon(self._backlog)
             self._epoch += 1  # a poll started before this assignment is read again
             self._reset_stream_state()
             await self._reload()

@@ -19,7 +19,6 @@ from opentelemetry import metrics
 from driftloop.v1.events_pb2 import DataEvent, RejectedEvent
 from services.common.datasets.schema import DatasetSchema
 from services.ingest.backlog import Backlog
-from services.ingest.decode.wire import decode_flat
 from services.ingest.dedup import Claims, Strings
 from services.ingest.intake import Intake, PipelineStats
 from services.ingest.offsets import SealedWatermarks
@@ -100,33 +99,21 @@ async def _run(loans: DatasetSchema, batches: list[list[bytes]], *, ahead: bool)
         stats=PipelineStats(),
     )
     backlog = Backlog(known={"loans": {"merchant": {"m1"}}})
-    sealed, offset, in_flight, rechecks = SealedWatermarks(), 0, None, 0
-
-    def check(payloads: list[bytes]) -> Any:
-        nonlocal offset
-        batch = _source(payloads, offset)
-        offset += len(payloads)
-        return intake.check(
-            batch,
-            decode_flat(batch.values),
+    offset, rechecks = 0, 0
+    for payloads in batches:
+        if not ahead:  # finish the batch before checking the next one
+            await intake.settle(backlog)
+        rechecks += await intake.take(
+            _source(payloads, offset),
             backlog,
-            watermarks=sealed,
+            watermarks=SealedWatermarks(),
             ceiling={},
             now=NOW_MS,
+            restore=dict,
         )
-
-    for payloads in batches:
-        if not ahead and in_flight is not None:
-            await intake.finish(in_flight, backlog)
-            in_flight = None
-        checked = check(payloads)
-        if in_flight is not None and await intake.finish(in_flight, backlog):
-            intake.recheck(checked, backlog)
-            rechecks += 1
-        intake.claim(checked, {})
-        in_flight = checked
-    assert in_flight is not None
-    await intake.finish(in_flight, backlog)
+        offset += len(payloads)
+    await intake.settle(backlog)
+    assert intake.in_flight is None
 
     table = pa.concat_tables(backlog.take("loans").tables)
     letters = sorted(

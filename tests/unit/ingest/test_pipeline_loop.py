@@ -6,6 +6,7 @@ The same loop against the real broker, Redis and crashes: tests/integration/inge
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -131,11 +132,11 @@ class Loop:
     def __init__(self, loans: DatasetSchema, root: Path) -> None:
         self.consumer, self.producer, self.clock = FakeConsumer(), FakeProducer(), Clock()
         self.storage = VersionWriter(ArtifactStore(f"file://{root}"))
-        self.pipeline = IngestPipeline(
-            consumer=self.consumer,  # type: ignore[arg-type]
-            producer=self.producer,  # type: ignore[arg-type]
+        self.pipeline_options: dict[str, Any] = dict(
+            consumer=self.consumer,
+            producer=self.producer,
             storage=self.storage,
-            dedup=FakeDedup(),  # type: ignore[arg-type]
+            dedup=FakeDedup(),
             schemas={"loans": loans},
             ingest=IngestSettings(
                 seal_max_rows=1_000, seal_max_age_ms=10_000, poll_max_records=4, poll_timeout_ms=10
@@ -143,6 +144,7 @@ class Loop:
             topics=TOPICS,
             clock_ms=self.clock,
         )
+        self.pipeline = IngestPipeline(**self.pipeline_options)
 
     def versions(self) -> list[DatasetVersion]:
         return [m for m in self.producer.sent.get(TOPICS.datasets_versions, [])]  # type: ignore[misc]
@@ -242,3 +244,42 @@ async def test_a_seal_in_flight_at_stop_ends_durable_but_is_not_committed(loop: 
     assert len(loop.versions()) == 1  # and was announced,
     assert loop.consumer.commits == before  # but a stop commits nothing more
     assert loop.consumer.committed_offset in (None, 0)
+
+
+async def test_rows_due_while_their_last_seal_runs_wait_for_it_without_spinning(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dataset whose rows are due while its previous seal still runs cannot be sealed
+    yet: the loop polls with the reap interval meanwhile, never with a timeout of 0."""
+    release = threading.Event()
+    write = loop.storage.write
+
+    def slow_write(*args: Any, **kwargs: Any) -> Any:
+        release.wait(DEADLINE_S)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(loop.storage, "write", slow_write)
+    timeouts: list[int] = []
+    getmany = loop.consumer.getmany
+
+    async def recording(timeout_ms: int, max_records: int) -> Any:
+        timeouts.append(timeout_ms)
+        return await getmany(timeout_ms, max_records)
+
+    monkeypatch.setattr(loop.consumer, "getmany", recording)
+    loop.pipeline = IngestPipeline(**loop.pipeline_options)  # picks up the recording fetch
+    await loop.pipeline.recover()
+    loop.consumer.append(_events(range(8)))
+    await loop.step_until(lambda: loop.pipeline.stats.accepted == 8, "rows pending")
+    loop.clock.now_ms += 10_000
+    await loop.pipeline.step()  # the first seal starts and blocks in its thread
+    loop.consumer.append(_events(range(8, 16)))
+    await loop.step_until(lambda: loop.pipeline.stats.accepted == 16, "more rows pending")
+    loop.clock.now_ms += 10_000  # these are due too, but their dataset's seal is busy
+    timeouts.clear()
+    for _ in range(5):
+        await loop.pipeline.step()
+    assert timeouts and 0 not in timeouts, timeouts
+    release.set()
+    await loop.step_until(lambda: len(loop.storage.manifests("loans")) == 2, "both seals")
+    assert sorted(loop.sealed_ids()) == sorted(f"e{i}" for i in range(16))
