@@ -9,6 +9,10 @@ the functions only. Import this module (or call
 `ensure_ray`) before anything else imports ray. A deployment that runs a real multi-node
 cluster sets the variable to 1 itself; `setdefault` leaves an explicit value alone.
 
+Locally, the workers also preload the loopback bind shim (loopback_shim.py): a library
+in a worker that hard-codes the wildcard address (libxgboost's collective) listens on
+127.0.0.1 too. Against a cluster address nothing is preloaded.
+
 Workers must import `services.*` (trial functions, models): the repository root is put on
 their `PYTHONPATH` through the job's `runtime_env`, which also works for a cluster
 that already has the code installed (the extra path is then harmless).
@@ -22,6 +26,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from services.common.loopback_shim import loopback_preload
 
 __all__ = ["RAY_ENV_DEFAULTS", "ensure_ray", "ray_address", "ray_temp_dir", "shutdown_ray"]
 
@@ -92,6 +98,9 @@ def ensure_ray(
         return
     root = temp_dir or ray_temp_dir()
     os.makedirs(root, exist_ok=True)
+    shim = loopback_preload()  # a worker library that binds 0.0.0.0 gets 127.0.0.1
+    if shim is not None:
+        options["runtime_env"]["env_vars"]["LD_PRELOAD"] = shim
     ray.init(
         address="local",  # never attach to a stray cluster found in /tmp/ray
         num_cpus=num_cpus,

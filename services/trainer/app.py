@@ -11,7 +11,8 @@ batch's decisions are made and published.
 A trigger held back by a run in flight or by the cooldown stays deferred in the model's
 state and is re-decided (`policy.due`) when the run ends and on every tick, so rows or a
 drift event that arrived at the wrong moment are trained on as soon as they may be. At
-start the state is rebuilt from `models.events` and the store (services/trainer/state.py).
+start the state is rebuilt from `models.events`, `drift.events` and the store
+(services/trainer/state.py), so a restart neither trains at once nor loses what it deferred.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from services.trainer.policy import (
     started,
 )
 from services.trainer.specs import ModelSpec, load_model_specs
-from services.trainer.state import initial_states, last_training_starts
+from services.trainer.state import drift_since, initial_states, last_training_starts
 from services.trainer.training import Trainer, TrainRequest
 from services.trainer.triggers import triggers_for
 
@@ -245,6 +246,7 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
             settings, config, threadsafe_emitter(producer, topics.models_events, loop)
         )
         starts = await last_training_starts(settings, trainer.specs)
+        drift = await drift_since(settings, trainer.specs, starts)
         storage = VersionStore(trainer.store)
         manifests = {
             d: await asyncio.to_thread(storage.manifests, d)
@@ -255,7 +257,7 @@ async def run(settings: Settings, config: TrainerSettings) -> None:
             config,
             trainer,
             producer,
-            initial_states(trainer.specs.values(), starts, manifests),
+            initial_states(trainer.specs.values(), starts, manifests, drift),
         )
         service.stuck = lambda: consumer.fetcher.stuck
         server = embedded_server(

@@ -19,12 +19,16 @@ all-reduce sums in a fixed rank order. A different worker count gives a differen
 (the quantile sketch and float summation order change with the shards): its holdout
 metrics agree with the single-process fit within a tolerance, not its bytes.
 
+Loopback: XGBoost 3.2's collective makes each worker listen on 0.0.0.0 (INADDR_ANY is
+hard-coded in libxgboost, no option changes it). On the local stack the Ray workers
+preload the loopback bind shim (services/common/loopback_shim.py), so those listeners are
+on 127.0.0.1: tests/integration/trainer/test_distributed_fit.py samples every listener
+of the process tree during the fit and fails on any other address (it does without the
+shim). Against a cluster address nothing is preloaded: the pods' network policy applies.
+
 Limits, honestly: the driver still loads the window and fits the feature encoder (the
 split and encoder need all rows), so the driver must hold the encoded window once; the
-workers hold only their shards. XGBoost 3.2's collective makes each worker listen on
-0.0.0.0 (INADDR_ANY is hard-coded in libxgboost, no option changes it) for the length
-of the fit: measured with /proc/net/tcp, the one exception to loopback-only listeners,
-and only with `workers > 1`. Only XGBoost is supported; the spec refuses
+workers hold only their shards. Only XGBoost is supported; the spec refuses
 `distributed.workers > 1` with `kind: mlp`. `ray` is imported inside the functions,
 after `services.common.ray_runtime` has set the loopback environment.
 """

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from services.common.encoding import FeatureEncoder
 from services.common.redis_client import sync_redis
 from services.common.registry import ModelRegistry, load_artifact
 from services.common.settings import Settings
+from services.stack.processes import listening_sockets, process_tree
 from services.trainer.data import SplitSpec, TrainingData, WindowSpec, load_training_data
 from services.trainer.distributed import DistributedSpec, fit_distributed
 from services.trainer.lock import TrainingLock
@@ -28,6 +31,7 @@ from services.trainer.training import Trainer, TrainRequest
 from services.trainer.tuning import TrainingJob, TrainingOutcome, labels_of, train_on_ray
 from tests.integration.trainer.synthetic import auc, credit_schema, credit_table, seal_tables
 
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 DAY_MS = 86_400_000
 SEED = 3
 PARAMS = {"num_boost_round": 60}  # few rounds: the test is about the fit's plumbing
@@ -67,14 +71,44 @@ def _job() -> TrainingJob:
 
 
 @pytest.fixture(scope="module")
+def listeners_during_fit() -> list[tuple[int, str, int]]:
+    """Every listening socket of this process's tree seen while the fit ran."""
+    return []
+
+
+@pytest.fixture(scope="module")
 def distributed(
     ray_local: str,
     data: TrainingData,
     encoder: FeatureEncoder,
     tmp_path_factory: pytest.TempPathFactory,
+    listeners_during_fit: list[tuple[int, str, int]],
 ) -> TrainingOutcome:
     storage = tmp_path_factory.mktemp("ray-train")
-    return fit_distributed(_job(), data, encoder, DistributedSpec(workers=2), str(storage))
+    done = threading.Event()
+
+    def sample() -> None:  # Ray's processes and its workers are below this one
+        while not done.is_set():
+            listeners_during_fit.extend(listening_sockets(process_tree(os.getpid())))
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        return fit_distributed(_job(), data, encoder, DistributedSpec(workers=2), str(storage))
+    finally:
+        done.set()
+        sampler.join()
+
+
+def test_the_collective_listens_on_loopback_only(
+    distributed: TrainingOutcome, listeners_during_fit: list[tuple[int, str, int]]
+) -> None:
+    """libxgboost's collective binds the wildcard address; the loopback bind shim that
+    the local Ray workers preload (services/common/loopback_shim.py) makes it 127.0.0.1."""
+    assert listeners_during_fit, "the sampler saw no listener at all"
+    exposed = {(p, addr, port) for p, addr, port in listeners_during_fit if addr not in LOOPBACK}
+    assert not exposed, f"non-loopback listeners during the fit: {sorted(exposed)}"
 
 
 def _holdout(

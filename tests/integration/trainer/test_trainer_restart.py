@@ -1,6 +1,6 @@
 """A restarted trainer remembers: the real service, stopped and started again inside a
-cooldown, rebuilds its state from `models.events` and keeps refusing to train (and keeps
-what it deferred) instead of training at once."""
+cooldown, rebuilds its state from `models.events` and `drift.events` and keeps refusing
+to train (and keeps the drift it deferred) instead of training at once."""
 
 from __future__ import annotations
 
@@ -80,6 +80,10 @@ async def test_a_restart_inside_the_cooldown_keeps_the_cooldown_and_the_last_sta
             status, states = get_json(port, "/v1/models")
             assert status == 200, states
             assert states["credit-restart"]["last_started_ms"] == started_ms, states
+            if round_ == 2:  # the drift deferred before the restart is deferred again
+                deferred = states["credit-restart"]["deferred"]
+                assert deferred is not None and deferred["kind"] == "drift", states
+                assert "raised since the last training" in deferred["detail"], deferred
             async with create_producer(settings) as producer:
                 await producer.send_and_wait(
                     settings.topics.drift_events, _drift(f"d{round_}"), key="credit-restart"

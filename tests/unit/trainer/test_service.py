@@ -8,6 +8,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from driftloop.v1 import events_pb2 as pb
 from services.common.datasets.schema import load_schemas
 from services.common.protogen import REPO_ROOT
 from services.common.settings import load_settings
@@ -101,3 +102,16 @@ def test_rows_sealed_since_the_last_start_are_deferred_at_start_up() -> None:
     fewer = {SPEC.dataset: manifests[SPEC.dataset][:2]}
     [state] = initial_states([SPEC], {SPEC.name: 10}, fewer).values()  # type: ignore[arg-type]
     assert state.deferred is None
+
+
+def test_drift_raised_since_the_last_start_is_deferred_at_start_up_over_rows() -> None:
+    manifests = {SPEC.dataset: [_Manifest("a", 20, SPEC.policy.min_new_rows)]}
+    drift = pb.DriftEvent(
+        model=SPEC.name, metric="psi", feature="f0", value=0.4, threshold=0.1,
+        severity=pb.SEVERITY_CRITICAL, consecutive_windows=2, created_at_ms=30,
+    )  # fmt: skip
+    states = initial_states([SPEC], {SPEC.name: 10}, manifests, {SPEC.name: drift})  # type: ignore[arg-type]
+    [state] = states.values()
+    assert state.deferred is not None and state.deferred.kind == "drift"
+    assert state.deferred.metric == "psi(f0)" and state.deferred.at_ms == 30
+    assert state.rows_since_last == SPEC.policy.min_new_rows  # the rows are still counted
