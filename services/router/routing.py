@@ -86,6 +86,7 @@ class _Group:
     rows: np.ndarray
     result: VariantResult | None = None
     fell_back: bool = False
+    error: str = ""  # why this variant failed, when the control answered instead
     meta: dict[str, str] = field(default_factory=dict)
 
 
@@ -162,6 +163,16 @@ class Router:
                 for i in g.rows.tolist():
                     versions[i], variants[i] = g.result.version, g.result.variant
             self._metrics.latency_ms.record(latency_ms, {"model": model, "variant": g.variant})
+        # A variant that failed is logged as the variant the caller was assigned, with its
+        # error (the error-rate guardrail and the split counts see it), and the score the
+        # control answered with; the caller is told which variant answered.
+        logged, errors = variants, [""] * n
+        failed = [g for g in plan if g.fell_back]
+        if failed:
+            logged = list(variants)
+            for g in failed:
+                for i in g.rows.tolist():
+                    logged[i], errors[i] = g.variant, g.error
         with _tracer.start_as_current_span("router.log"):
             self._log(
                 contract,
@@ -171,10 +182,11 @@ class Router:
                 assignments,
                 scores,
                 versions,
-                variants,
+                logged,
                 latency_ms,
                 fill,
                 shadow=False,
+                errors=errors,
             )
         if spec is not None and spec.shadows:
             self._mirror(contract, frame, keys, ids, assignments, spec, fill)
@@ -246,13 +258,11 @@ class Router:
                     raise Unavailable(
                         f"model {model!r}: variant {g.variant!r} failed: {exc}"
                     ) from exc
+                g.error = f"{type(exc).__name__}: {exc}"[:500]
                 _log.warning(
-                    "router.fallback",
-                    model=model,
-                    variant=g.variant,
-                    control=control,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
+                    "router.fallback", model=model, variant=g.variant, control=control,
+                    error=g.error,
+                )  # fmt: skip
                 self._metrics.fallbacks.add(1, {"model": model, "variant": g.variant})
             span.set_attribute("driftloop.fallback", True)
             try:
@@ -372,6 +382,7 @@ class Router:
         fill: Fill,
         *,
         shadow: bool,
+        errors: Sequence[str] = (),
     ) -> None:
         headers = tuple(build_headers(ev.PredictionLog))
         now_ms = int(time.time() * 1000)
@@ -399,6 +410,7 @@ class Router:
                 looked_up=looked_up.get(i, ()),
                 feature_age_ms=age_ms.get(i, 0),
                 defaulted=defaulted.get(i, ()),
+                error=errors[i] if errors else "",
             )
             key = keys[i] or ids[i]
             records.append(Record(key.encode(), msg.SerializeToString(), headers))

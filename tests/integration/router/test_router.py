@@ -209,11 +209,15 @@ async def test_a_failing_variant_falls_back_to_the_champion(
     await start_experiment(experiments, [router], spec)
     try:
         rows = complete_rows(served.online, 5)
+        rids = [f"fb-{uuid.uuid4().hex}" for _ in rows]
         out = await router.stub.PredictBatch(
-            batch_request(MODEL, rows, keys=[f"f{i}" for i in range(5)])
+            batch_request(MODEL, rows, keys=[f"f{i}" for i in range(5)], rids=rids)
         )
         assert set(out.variants) == {"champion"}
         assert list(out.scores) == pytest.approx(champion_scores(served, rows).tolist(), rel=1e-5)
+        # logged as the assigned variant with its error: the error-rate guardrail sees it
+        logs = await read_logs(served.settings, rids, want=5)
+        assert {(m.variant, bool(m.error)) for m in logs} == {("ghost", True)}, logs[0]
     finally:
         await stop_experiment(experiments, [router], spec.name)
 

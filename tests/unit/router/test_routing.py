@@ -52,6 +52,7 @@ async def test_live_prediction_is_answered_and_logged_once(parts) -> None:  # ty
     assert (out.variants, out.versions, out.request_ids) == (["champion"], [3], ["r1"])
     await wait_for(lambda: len(sink.delivered) == 1)
     (log,) = logs(sink)
+    assert log.error == ""
     assert (log.request_id, log.variant, log.shadow, log.entity_key) == (
         "r1",
         "champion",
@@ -63,7 +64,7 @@ async def test_live_prediction_is_answered_and_logged_once(parts) -> None:  # ty
 
 
 async def test_failing_variant_falls_back_to_control(parts) -> None:  # type: ignore[no-untyped-def]
-    router, serving, stores, _ = parts
+    router, serving, stores, sink = parts
     stores.experiment = ExperimentSpec(
         name="ab",
         model="credit",
@@ -73,6 +74,11 @@ async def test_failing_variant_falls_back_to_control(parts) -> None:  # type: ig
     out = await router.predict(CONTRACT, full(), ["u1"], [""], None)
     assert out.variants == ["champion"]
     assert ("canary", 1) in serving.calls
+    # logged as the variant the caller was assigned, with its error (the error-rate
+    # guardrail and the split counts see it), and the score the control gave
+    await wait_for(lambda: len(sink.delivered) == 1)
+    (log,) = logs(sink)
+    assert log.variant == "canary" and log.error and log.score == pytest.approx(out.scores[0])
 
 
 async def test_stalled_variant_falls_back_within_its_timeout(parts) -> None:  # type: ignore[no-untyped-def]
