@@ -67,7 +67,8 @@ class Monitor:
         self.consumer: ProtobufConsumer | None = None
         self.written = 0
         self.ticks = 0
-        self.watermarks = Watermarks()
+        self.watermarks = Watermarks()  # predictions.log
+        self.label_watermarks = Watermarks()  # labels.feedback
 
     def readiness(self) -> list[str]:
         missing = []
@@ -87,6 +88,7 @@ class Monitor:
             result = await writer.run(write_pending, pending)
             await consumer.commit(pending.offsets)
             self.watermarks.written(pending.prediction_times)
+            self.label_watermarks.written(pending.label_times)
             await self.track_positions(consumer)
             self.written += pending.records
             if pending.records:
@@ -108,22 +110,28 @@ class Monitor:
         await flush()
 
     async def track_positions(self, consumer: ProtobufConsumer) -> None:
-        """Which partitions of predictions.log are read to their end (the last stable
-        offset under read_committed, else the high watermark), for the watermarks. Called
-        when nothing consumed is waiting to be written, so read means written."""
-        raw, topic = consumer.raw, self.settings.topics.predictions_log
-        behind: dict[int, bool] = {}
+        """Which partitions of predictions.log and labels.feedback are read to their end
+        (the last stable offset under read_committed, else the high watermark), for the
+        watermarks. Called when nothing consumed is waiting to be written, so read means
+        written."""
+        raw, topics = consumer.raw, self.settings.topics
+        marks = {
+            topics.predictions_log: self.watermarks,
+            topics.labels_feedback: self.label_watermarks,
+        }
+        behind: dict[str, dict[int, bool]] = {topic: {} for topic in marks}
         for tp in consumer.assignment():
-            if tp.topic != topic:
+            if tp.topic not in marks:
                 continue
             end = raw.last_stable_offset(tp)
             if end is None or end < 0:
                 end = raw.highwater(tp)
             try:
-                behind[tp.partition] = end is None or await raw.position(tp) < end
+                behind[tp.topic][tp.partition] = end is None or await raw.position(tp) < end
             except IllegalStateError:  # revoked meanwhile
                 continue
-        self.watermarks.positions(behind)
+        for topic, watermarks in marks.items():
+            watermarks.positions(behind[topic])
 
     async def analysis_loop(
         self, analysis: Analysis, reader: StoreThread, producer: ProtobufProducer
@@ -133,7 +141,9 @@ class Monitor:
         while not self.stop.is_set():
             started = time.monotonic()
             try:
-                result = await reader.run(analysis.tick, self.watermarks.snapshot())
+                result = await reader.run(
+                    analysis.tick, self.watermarks.snapshot(), self.label_watermarks.snapshot()
+                )
                 for event in result.drift_events:
                     await producer.send_and_wait(topics.drift_events, event, event.model)
                     _log.info("drift.event", **_brief(event))

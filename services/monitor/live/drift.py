@@ -31,10 +31,12 @@ from driftloop.v1 import events_pb2 as pb
 from services.monitor.alerts import AlertKey, AlertState, AlertTracker, Firing, Observation
 from services.monitor.drift import DriftRow, DriftSpec, compute_drift
 from services.monitor.live.traffic import (
+    LABEL_COLUMN,
     SCORE_COLUMN,
     TIME_COLUMN,
     VersionTraffic,
     feature_names,
+    label_relation,
     version_filter,
     version_relation,
 )
@@ -92,9 +94,11 @@ def window_plan(
 
 def _naming(row: DriftRow) -> tuple[str, str]:
     """(metric, feature) as stored and published: the score's metrics are prediction_*,
-    the multivariate detector is model-level (no feature)."""
+    the label's label_*, the multivariate detector is model-level (no feature)."""
     if row.kind == "score":
         return f"prediction_{row.metric}", ""
+    if row.kind == "label" or row.feature == LABEL_COLUMN:
+        return f"label_{row.metric}", ""
     if row.kind == "multivariate":
         return row.metric, ""
     return row.metric, row.feature
@@ -212,6 +216,38 @@ class DriftJob:
         self._judge(
             rows, traffic, spec, outcome, "time", lambda r: (r.chunk * w, (r.chunk + 1) * w)
         )
+        self._done[vkey] = plan.analysis[1]
+        return outcome
+
+    def run_labels(
+        self, client: Client, labels: VersionTraffic, spec: ModelMonitorSpec
+    ) -> DriftOutcome:
+        """Label drift: the outcomes received per window of label time against the model's
+        first `reference_windows` windows of labels (version ""). Labels come late, so a
+        window of them is judged when the labels have arrived, not with the predictions
+        they label. Classes (a binary task) are judged as categories (PSI, JS, Cramér's
+        V), a regression's outcomes as numbers (PSI, KS); metrics are named label_*."""
+        outcome = DriftOutcome()
+        vkey = (labels.model, labels.version, "time")
+        plan = window_plan(labels, spec, self._done.get(vkey), self._max_windows)
+        if plan is None or plan.analysis is None:
+            return outcome
+        w, classes = spec.window_ms, spec.task != "regression"
+        ref_lo, ref_hi = plan.reference[0] * w, (plan.reference[1] + 1) * w
+        ana_lo, ana_hi = plan.analysis[0] * w, (plan.analysis[1] + 1) * w
+        drift_spec = DriftSpec(
+            numeric=() if classes else (LABEL_COLUMN,),
+            label=LABEL_COLUMN if classes else None,
+            multivariate=False,
+            overrides=spec.thresholds,
+        )
+        rows = compute_drift(
+            client,
+            by_time(label_relation(labels.model, ref_lo, ref_hi, classes), w, TIME_COLUMN),
+            by_time(label_relation(labels.model, ana_lo, ana_hi, classes), w, TIME_COLUMN),
+            drift_spec,
+        )
+        self._judge(rows, labels, spec, outcome, "time", lambda r: (r.chunk * w, (r.chunk + 1) * w))
         self._done[vkey] = plan.analysis[1]
         return outcome
 

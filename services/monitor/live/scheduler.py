@@ -20,7 +20,7 @@ from services.monitor.live.experiments import (
     running_experiments,
 )
 from services.monitor.live.performance import PERFORMANCE_COLUMNS, performance_rows
-from services.monitor.live.traffic import VersionTraffic, discover
+from services.monitor.live.traffic import VersionTraffic, discover, discover_labels
 from services.monitor.sinks.watermark import HOLD
 from services.monitor.specs import ModelMonitorSpec, default_spec
 from services.monitor.store import INSERT_SETTINGS
@@ -66,11 +66,14 @@ class Analysis:
         self._experiments.restore(client)
 
     def tick(
-        self, client: Client, watermark: Callable[[str], int | None] | None = None
+        self,
+        client: Client,
+        watermark: Callable[[str], int | None] | None = None,
+        label_watermark: Callable[[str], int | None] | None = None,
     ) -> TickResult:
         """`watermark(model)`: the prediction time up to which the store holds all of the
         model's predictions (sinks/watermark.py); None = all of them. Windows close on it,
-        not on the newest stored prediction."""
+        not on the newest stored prediction. `label_watermark`: the same for labels."""
         result = TickResult()
         horizon: dict[str, int] = {}
         for found in discover(client):
@@ -89,6 +92,16 @@ class Analysis:
             result.add_rows("performance_metrics", PERFORMANCE_COLUMNS, perf)
             closed_end = ((traffic.last_ms - spec.lateness_ms) // spec.window_ms) * spec.window_ms
             horizon[traffic.model] = max(horizon.get(traffic.model, 0), closed_end)
+        for found in discover_labels(client):  # label drift, by when the labels came
+            mark = label_watermark(found.model) if label_watermark else None
+            labels = _bounded(found, mark)
+            if labels is None:
+                continue
+            drift = self._drift.run_labels(client, labels, self.spec(labels.model))
+            result.drift_events.extend(drift.events)
+            result.add_rows("drift_metrics", DRIFT_COLUMNS, drift.metric_rows)
+            result.add_rows("alert_incidents", INCIDENT_COLUMNS, drift.incident_rows)
+            result.windows += drift.windows
         for experiment in running_experiments(client):
             hi = max(horizon.values(), default=0)
             outcome = self._experiments.run(client, experiment, hi, self._specs) if hi else None

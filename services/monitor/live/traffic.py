@@ -15,11 +15,14 @@ from clickhouse_connect.driver.client import Client
 from services.monitor.sql import ident, literal
 
 __all__ = [
+    "LABEL_COLUMN",
     "SCORE_COLUMN",
     "TIME_COLUMN",
     "VersionTraffic",
     "discover",
+    "discover_labels",
     "feature_names",
+    "label_relation",
     "labelled_predictions",
     "version_filter",
     "version_relation",
@@ -27,6 +30,7 @@ __all__ = [
 
 SCORE_COLUMN = "__score"
 TIME_COLUMN = "__t"
+LABEL_COLUMN = "__label"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,27 @@ def discover(client: Client) -> list[VersionTraffic]:
         "GROUP BY model, version ORDER BY model, version"
     ).result_rows
     return [VersionTraffic(str(m), str(v), int(a), int(b), int(n)) for m, v, a, b, n in rows]
+
+
+def discover_labels(client: Client) -> list[VersionTraffic]:
+    """Per model the labels it received (version ""): labels name a model, not a version."""
+    rows = client.query(
+        "SELECT model, toUnixTimestamp64Milli(min(time)), toUnixTimestamp64Milli(max(time)), "
+        "count() FROM labels WHERE model != '' GROUP BY model ORDER BY model"
+    ).result_rows
+    return [VersionTraffic(str(m), "", int(a), int(b), int(n)) for m, a, b, n in rows]
+
+
+def label_relation(model: str, lo_ms: int, hi_ms: int, categorical: bool) -> str:
+    """`(SELECT …)`: the model's labels with a time in [lo_ms, hi_ms): `__t` and `__label`
+    (the outcome, as text when the outcomes are classes)."""
+    value = "toString(outcome)" if categorical else "outcome"
+    return (
+        f"(SELECT toUnixTimestamp64Milli(time) AS {TIME_COLUMN}, {value} AS {LABEL_COLUMN} "
+        f"FROM labels WHERE model = {literal(model)} "
+        f"AND time >= fromUnixTimestamp64Milli(toInt64({int(lo_ms)}), 'UTC') "
+        f"AND time < fromUnixTimestamp64Milli(toInt64({int(hi_ms)}), 'UTC'))"
+    )
 
 
 def feature_names(

@@ -1,5 +1,6 @@
 """Event-time watermarks: up to which prediction time the store holds every prediction of a
-model, so the analysis judges only complete windows (pure).
+model, so the analysis judges only complete windows (pure). The labels of labels.feedback
+get the same (by label time), for label drift.
 
 The newest stored prediction is not a watermark. The sink reads the partitions of
 `predictions.log` at different speeds (a backlog after a restart or a replay, one slow

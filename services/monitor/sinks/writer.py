@@ -70,8 +70,10 @@ class PendingWrite:
     rows: dict[str, list[Row]] = field(default_factory=lambda: defaultdict(list))
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     records: int = 0
-    # newest prediction time per (partition of predictions.log, model): the watermark's input
+    # the watermarks' input: newest event time per (partition, model) of the predictions
+    # (predictions.log) and of the labels (labels.feedback) in this write
     prediction_times: dict[tuple[int, str], int] = field(default_factory=dict)
+    label_times: dict[tuple[int, str], int] = field(default_factory=dict)
 
 
 class SinkBuffer:
@@ -108,6 +110,10 @@ class SinkBuffer:
             if isinstance(message, pb.PredictionLog):
                 times, key = pending.prediction_times, (env.partition, message.model)
                 times[key] = max(message.time_ms, times.get(key, message.time_ms))
+            elif isinstance(message, pb.LabelEvent):
+                at = message.event_time_ms or env.timestamp_ms  # as the labels row has it
+                times, key = pending.label_times, (env.partition, message.model)
+                times[key] = max(at, times.get(key, at))
         for failure in batch.failures:
             pending.rows[_REJECTED.table].append(rejected_row(failure, now))
         pending.records += len(batch)

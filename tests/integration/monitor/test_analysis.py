@@ -101,6 +101,24 @@ def monitor(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         )
     ]
     harness.publish(t.predictions_log, shift + stable + by_rows)
+    # label-model: only labels, 400 a minute; the positive rate moves from 0.2 to 0.5
+    harness.publish(
+        t.labels_feedback,
+        [
+            (
+                f"lab-{w}-{i}",
+                pb.LabelEvent(
+                    label_id=f"lab-{w}-{i}",
+                    entity_key=f"lab-{w}-{i}",
+                    model="label-model",
+                    outcome=float(rng.random() < (0.5 if w >= SHIFT_AT else 0.2)),
+                    event_time_ms=T0_MS + w * W_MS + i * 100,
+                ),
+            )
+            for w in range(SHIFT_AT + 4)
+            for i in range(400)
+        ],
+    )
     harness.start()
     yield harness
     harness.stop()
@@ -187,6 +205,24 @@ def test_a_hundred_stable_windows_raise_no_event(monitor: MonitorHarness) -> Non
         "WHERE model = 'stable-model' AND is_reference"
     )
     assert n_ref == REF
+
+
+def test_label_drift_fires_on_the_labels_own_windows(monitor: MonitorHarness) -> None:
+    events = wait_until(
+        lambda: [e for e in _events(monitor) if e.model == "label-model"],
+        lambda found: len(found) > 0,
+        120,
+        "a label DriftEvent",
+    )
+    assert {e.feature for e in events} == {""}
+    assert {e.metric for e in events} <= {"label_psi", "label_jensen_shannon", "label_cramers_v"}
+    first = min(e.window_start_ms for e in events)
+    assert T0_MS + SHIFT_AT * W_MS <= first <= T0_MS + (SHIFT_AT + 1) * W_MS
+    judged = monitor.query(
+        "SELECT DISTINCT rows FROM drift_metrics WHERE model = 'label-model' "
+        "AND metric = 'label_psi' AND NOT is_reference"
+    )
+    assert judged == [[400]]  # whole windows of labels
 
 
 def test_late_labels_update_performance(monitor: MonitorHarness) -> None:
