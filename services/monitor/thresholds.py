@@ -8,7 +8,8 @@ gives a stable feature a small PSI, KS or JS. So each (feature, metric) gets the
 where `ref` are the metric's values on the reference's own chunks (each chunk against the
 whole reference, as NannyML does). The noise term keeps a noisy metric quiet on data that
 did not move; the floor is an effect size (PSI 0.1, KS 0.1, JS distance 0.1, Cramér's V
-0.1, +5 points of null rate, +10 % of reconstruction error) so that huge chunks, whose
+0.1, +5 points of null rate, +10 % of reconstruction error, an estimated AUC
+0.05 below the reference's) so that huge chunks, whose
 noise is tiny, do not fire on differences too small to matter — p-values alone fire on
 everything at 100k rows. A per-metric override from the model spec replaces all of it.
 """
@@ -35,6 +36,7 @@ ABSOLUTE_FLOORS: dict[str, float] = {
     "ks": 0.1,
     "jensen_shannon": 0.1,
     "cramers_v": 0.1,
+    "estimated_auc_drop": 0.05,  # a label-free AUC estimate 0.05 below the reference's
 }
 # Metrics whose floor is relative to their reference level: value must exceed
 # mean(ref) + floor (null rate, in rate points) or mean(ref) * (1 + floor) (reconstruction).

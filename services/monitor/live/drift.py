@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from clickhouse_connect.driver.client import Client
 
 from driftloop.v1 import events_pb2 as pb
@@ -40,9 +41,11 @@ from services.monitor.live.traffic import (
     version_filter,
     version_relation,
 )
+from services.monitor.performance import estimate_binary
 from services.monitor.sinks.rows import ts
 from services.monitor.specs import ModelMonitorSpec
 from services.monitor.sql import by_time, literal
+from services.monitor.thresholds import derive_threshold
 
 __all__ = [
     "DRIFT_COLUMNS",
@@ -54,6 +57,7 @@ __all__ = [
 ]
 
 _SEVERITY_NAMES = {2: "warning", 3: "critical"}
+PERFORMANCE_DROP = "estimated_auc_drop"
 
 
 def _columns(names: str) -> list[str]:
@@ -251,6 +255,55 @@ class DriftJob:
         self._done[vkey] = plan.analysis[1]
         return outcome
 
+    def run_performance(
+        self, client: Client, traffic: VersionTraffic, spec: ModelMonitorSpec
+    ) -> DriftOutcome:
+        """A label-free performance drop (binary tasks, time windows): each closed window's
+        CBPE-estimated AUC against the mean over the version's reference windows, as
+        `estimated_auc_drop` = reference mean - the window's estimate. Its threshold comes
+        from the reference windows' own drops like any drift metric (thresholds.py, with
+        a floor of 0.05 AUC), and the same hysteresis raises a model-level DriftEvent: a
+        model that has become unsure of its answers is flagged before any label arrives."""
+        outcome = DriftOutcome()
+        if spec.task != "binary" or spec.window_rows > 0:
+            return outcome
+        vkey = (traffic.model, traffic.version, "performance")
+        plan = window_plan(traffic, spec, self._done.get(vkey), self._max_windows)
+        if plan is None or plan.analysis is None:
+            return outcome
+        w = spec.window_ms
+        (ref_lo, ref_hi), (ana_lo, ana_hi) = plan.reference, plan.analysis
+        estimates = _estimated_auc(client, traffic, ref_lo * w, (ana_hi + 1) * w, w)
+        reference = {c: v for c, v in estimates.items() if ref_lo <= c <= ref_hi}
+        self._done[vkey] = ana_hi
+        if len(reference) < 2:
+            return outcome
+        mean = sum(v for v, _ in reference.values()) / len(reference)
+        threshold = derive_threshold(
+            PERFORMANCE_DROP, [mean - v for v, _ in reference.values()], overrides=spec.thresholds
+        )
+        rows = [
+            DriftRow(
+                period="reference" if c <= ref_hi else "analysis",
+                chunk=c,
+                start=c * w,
+                end=(c + 1) * w - 1,
+                rows=n,
+                kind="multivariate",
+                feature="",
+                metric=PERFORMANCE_DROP,
+                value=mean - v,
+                threshold=threshold.value,
+                alert=threshold.breached(mean - v),
+            )
+            for c, (v, n) in sorted(estimates.items())
+            if c <= ref_hi or ana_lo <= c <= ana_hi
+        ]
+        self._judge(
+            rows, traffic, spec, outcome, "time", lambda r: (r.chunk * w, (r.chunk + 1) * w)
+        )
+        return outcome
+
     def _reference_bins(
         self, traffic: VersionTraffic, numeric: Sequence[str]
     ) -> dict[str, Sequence[float]]:
@@ -434,6 +487,22 @@ class DriftJob:
             incident.event_id,
             now,
         )
+
+
+def _estimated_auc(
+    client: Client, traffic: VersionTraffic, lo_ms: int, hi_ms: int, window_ms: int
+) -> dict[int, tuple[float, int]]:
+    """Per window in [lo_ms, hi_ms): the CBPE-estimated AUC of its scores and its rows."""
+    out: dict[int, tuple[float, int]] = {}
+    for chunk, scores in client.query(
+        f"SELECT intDiv(toUnixTimestamp64Milli(time), {int(window_ms)}) AS chunk, "
+        f"groupArray(score) FROM predictions "
+        f"WHERE {version_filter(traffic.model, traffic.version, lo_ms, hi_ms)} GROUP BY chunk"
+    ).result_rows:
+        auc = estimate_binary(np.asarray(scores, dtype=float)).get("auc")
+        if auc is not None and math.isfinite(auc.value):
+            out[int(chunk)] = (auc.value, len(scores))
+    return out
 
 
 def open_incident_count(client: Client, model: str) -> int:

@@ -86,6 +86,10 @@ class Analysis:
             result.add_rows("drift_metrics", DRIFT_COLUMNS, drift.metric_rows)
             result.add_rows("alert_incidents", INCIDENT_COLUMNS, drift.incident_rows)
             result.windows += drift.windows
+            drop = self._drift.run_performance(client, traffic, spec)
+            result.drift_events.extend(drop.events)
+            result.add_rows("drift_metrics", DRIFT_COLUMNS, drop.metric_rows)
+            result.add_rows("alert_incidents", INCIDENT_COLUMNS, drop.incident_rows)
             perf = performance_rows(
                 client, traffic, spec, self._settings.performance_lookback_windows
             )

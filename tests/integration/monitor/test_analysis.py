@@ -29,11 +29,17 @@ FEATURES = [f"f{i}" for i in range(5)]
 
 
 def _window_predictions(
-    model: str, window: int, n: int, rng: np.random.Generator, shift: float = 0.0, **kw: object
+    model: str,
+    window: int,
+    n: int,
+    rng: np.random.Generator,
+    shift: float = 0.0,
+    sharpness: float = 1.0,
+    **kw: object,
 ) -> list[tuple[str, pb.PredictionLog]]:
     x = rng.normal(size=(n, len(FEATURES)))
     x[:, 0] += shift
-    scores = 1 / (1 + np.exp(-x[:, 1]))  # the score does not depend on f0
+    scores = 1 / (1 + np.exp(-sharpness * x[:, 1]))  # the score does not depend on f0
     out = []
     for i in range(n):
         rid = f"{model}-{window}-{i}"
@@ -100,7 +106,16 @@ def monitor(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "rows-model", w, 500, rng, shift=0.5 if w >= SHIFT_AT else 0.0
         )
     ]
-    harness.publish(t.predictions_log, shift + stable + by_rows)
+    # perf-model: confident scores, then from SHIFT_AT scores near 0.5 (a model that has
+    # become unsure): the label-free AUC estimate drops, no feature moves
+    unsure = [
+        item
+        for w in range(SHIFT_AT + 4)
+        for item in _window_predictions(
+            "perf-model", w, 400, rng, sharpness=0.3 if w >= SHIFT_AT else 2.5
+        )
+    ]
+    harness.publish(t.predictions_log, shift + stable + by_rows + unsure)
     # label-model: only labels, 400 a minute; the positive rate moves from 0.2 to 0.5
     harness.publish(
         t.labels_feedback,
@@ -223,6 +238,19 @@ def test_label_drift_fires_on_the_labels_own_windows(monitor: MonitorHarness) ->
         "AND metric = 'label_psi' AND NOT is_reference"
     )
     assert judged == [[400]]  # whole windows of labels
+
+
+def test_a_label_free_performance_drop_fires_before_any_label(monitor: MonitorHarness) -> None:
+    events = wait_until(
+        lambda: [e for e in _events(monitor) if e.model == "perf-model"],
+        lambda found: any(e.metric == "estimated_auc_drop" for e in found),
+        120,
+        "an estimated_auc_drop DriftEvent",
+    )
+    drop = [e for e in events if e.metric == "estimated_auc_drop"]
+    assert len(drop) == 1 and drop[0].feature == "" and drop[0].value > drop[0].threshold
+    assert T0_MS + SHIFT_AT * W_MS <= drop[0].window_start_ms <= T0_MS + (SHIFT_AT + 1) * W_MS
+    assert not [e for e in events if e.feature], "no feature moved"
 
 
 def test_late_labels_update_performance(monitor: MonitorHarness) -> None:
