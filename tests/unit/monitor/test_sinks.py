@@ -144,4 +144,18 @@ def test_list_columns_convert_the_same_whether_their_rows_repeat_or_not() -> Non
     ):
         table = to_arrow([(v,) for v in lists], columns, types)
         assert table.column("names").to_pylist() == lists
-        assert table.schema.field("names").type == pa.list_(pa.string())
+        # the store's own schema: array items are non-null
+        assert table.schema.field("names").type == pa.list_(
+            pa.field("item", pa.string(), nullable=False)
+        )
+
+
+def test_float_list_columns_convert_exactly_and_nullable_items_stay_nullable() -> None:
+    columns = ("values", "maybe")
+    types = {"values": "Array(Float64)", "maybe": "Array(Nullable(Float64))"}
+    rows = [([1.5, -2.0], [None, 1.0]), ([], []), ([3.25], [2.0])]
+    table = to_arrow(rows, columns, types)
+    assert table.column("values").to_pylist() == [[1.5, -2.0], [], [3.25]]
+    assert table.column("maybe").to_pylist() == [[None, 1.0], [], [2.0]]  # the fallback
+    assert not table.schema.field("values").type.value_field.nullable
+    assert table.schema.field("maybe").type.value_field.nullable
