@@ -20,24 +20,18 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from services.common.cache import default_cache_dir
+
 __all__ = ["SOURCE", "loopback_preload"]
 
 SOURCE = Path(__file__).with_name("native") / "loopback_bind.c"
 _log = logging.getLogger(__name__)
 
 
-def _cache_dir() -> Path:
-    explicit = os.environ.get("DRIFTLOOP_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "driftloop"
-
-
 def loopback_preload() -> str | None:
     """The path of the built shim (for LD_PRELOAD), or None when it cannot be built."""
     source = SOURCE.read_bytes()
-    target = _cache_dir() / f"loopback-bind-{hashlib.sha256(source).hexdigest()[:16]}.so"
+    target = default_cache_dir() / f"loopback-bind-{hashlib.sha256(source).hexdigest()[:16]}.so"
     if target.exists():
         return str(target)
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.cache import default_cache_dir
+
 __all__ = ["StackConfig", "default_cache_dir"]
-
-
-def default_cache_dir() -> Path:
-    explicit = os.environ.get("DRIFTLOOP_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "driftloop"
 
 
 class StackConfig(BaseSettings):

@@ -113,7 +113,6 @@ class DriftOutcome:
     metric_rows: list[tuple[Any, ...]] = field(default_factory=list)
     incident_rows: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[pb.DriftEvent] = field(default_factory=list)
-    windows: int = 0
 
 
 @dataclass
@@ -366,14 +365,11 @@ class DriftJob:
         now = ts(int(time.time() * 1000))
         ref_rows = sum(r.rows for r in rows if r.period == "reference" and r.metric == "psi")
         tracker = self._tracker(spec)
-        chunks: set[int] = set()
         for row in sorted(rows, key=lambda r: (r.period != "reference", r.chunk)):
             metric, feature = _naming(row)
             start_ms, end_ms = bounds(row)
             state, consecutive, severity = "", 0, ""
             alertable = math.isfinite(row.threshold) and row.period == "analysis"
-            if row.period == "analysis":
-                chunks.add(row.chunk)
             if alertable:
                 key = AlertKey(f"{traffic.model}@{traffic.version}", metric, feature, "")
                 obs = Observation(
@@ -408,7 +404,6 @@ class DriftJob:
                     severity,
                 )
             )
-        outcome.windows = len(chunks)
 
     def _open(
         self,

@@ -13,7 +13,7 @@ from clickhouse_connect.driver.client import Client
 from google.protobuf.message import Message
 
 from services.monitor.config import MonitorSettings
-from services.monitor.live.drift import DRIFT_COLUMNS, INCIDENT_COLUMNS, DriftJob
+from services.monitor.live.drift import DRIFT_COLUMNS, INCIDENT_COLUMNS, DriftJob, DriftOutcome
 from services.monitor.live.experiments import (
     EXPERIMENT_STATS_COLUMNS,
     ExperimentJob,
@@ -33,11 +33,15 @@ class TickResult:
     drift_events: list[Message] = field(default_factory=list)
     experiment_events: list[Message] = field(default_factory=list)
     rows: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = field(default_factory=dict)
-    windows: int = 0
 
     def add_rows(self, table: str, columns: list[str] | tuple[str, ...], rows: list[Any]) -> None:
         if rows:
             self.rows.setdefault(table, (list(columns), []))[1].extend(rows)
+
+    def add_drift(self, drift: DriftOutcome) -> None:
+        self.drift_events.extend(drift.events)
+        self.add_rows("drift_metrics", DRIFT_COLUMNS, drift.metric_rows)
+        self.add_rows("alert_incidents", INCIDENT_COLUMNS, drift.incident_rows)
 
 
 class Analysis:
@@ -81,15 +85,8 @@ class Analysis:
             if traffic is None:
                 continue
             spec = self.spec(traffic.model)
-            drift = self._drift.run(client, traffic, spec)
-            result.drift_events.extend(drift.events)
-            result.add_rows("drift_metrics", DRIFT_COLUMNS, drift.metric_rows)
-            result.add_rows("alert_incidents", INCIDENT_COLUMNS, drift.incident_rows)
-            result.windows += drift.windows
-            drop = self._drift.run_performance(client, traffic, spec)
-            result.drift_events.extend(drop.events)
-            result.add_rows("drift_metrics", DRIFT_COLUMNS, drop.metric_rows)
-            result.add_rows("alert_incidents", INCIDENT_COLUMNS, drop.incident_rows)
+            result.add_drift(self._drift.run(client, traffic, spec))
+            result.add_drift(self._drift.run_performance(client, traffic, spec))
             perf = performance_rows(
                 client, traffic, spec, self._settings.performance_lookback_windows
             )
@@ -101,11 +98,7 @@ class Analysis:
             labels = _bounded(found, mark)
             if labels is None:
                 continue
-            drift = self._drift.run_labels(client, labels, self.spec(labels.model))
-            result.drift_events.extend(drift.events)
-            result.add_rows("drift_metrics", DRIFT_COLUMNS, drift.metric_rows)
-            result.add_rows("alert_incidents", INCIDENT_COLUMNS, drift.incident_rows)
-            result.windows += drift.windows
+            result.add_drift(self._drift.run_labels(client, labels, self.spec(labels.model)))
         for experiment in running_experiments(client):
             hi = max(horizon.values(), default=0)
             outcome = self._experiments.run(client, experiment, hi, self._specs) if hi else None

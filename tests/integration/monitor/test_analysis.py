@@ -5,7 +5,7 @@ trainer's policy retraining on the monitor's own DriftEvent."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +144,18 @@ def _events(m: MonitorHarness) -> list[pb.DriftEvent]:
     return [msg for _, _, msg in rows]
 
 
+def _wait_events(
+    m: MonitorHarness,
+    model: str,
+    done: Callable[[list[pb.DriftEvent]], bool],
+    what: str,
+    timeout_s: float = 120,
+) -> list[pb.DriftEvent]:
+    """`model`'s DriftEvents once `done(events)` holds (an event is published after the
+    metric rows of its window are written: wait for it, do not read at one instant)."""
+    return wait_until(lambda: [e for e in _events(m) if e.model == model], done, timeout_s, what)
+
+
 def _judged(m: MonitorHarness, model: str) -> int:
     return int(
         m.scalar(
@@ -181,12 +193,10 @@ def test_row_count_chunks_fire_too_and_a_spec_threshold_overrides_the_learnt_one
     wait_until(lambda: _judged(monitor, "rows-model"), lambda n: n >= 5, 120, "judged chunks")
     # the event of a judged chunk is published after its metric rows are written: wait
     # for it rather than read the topic at the instant the fifth chunk is judged
-    events = wait_until(
-        lambda: [e for e in _events(monitor) if e.model == "rows-model"],
-        lambda found: any(e.feature == "f0" for e in found),
-        60,
-        "a DriftEvent for f0 of rows-model",
-    )
+    events = _wait_events(
+        monitor, "rows-model", lambda found: any(e.feature == "f0" for e in found),
+        "a DriftEvent for f0 of rows-model", 60,
+    )  # fmt: skip
     f0 = [e for e in events if e.feature == "f0"]
     assert f0 and {e.feature for e in events} <= {"f0", ""}
     # chunk SHIFT_AT is the first shifted one; fire_after = 2 fires at most one chunk later
@@ -223,12 +233,7 @@ def test_a_hundred_stable_windows_raise_no_event(monitor: MonitorHarness) -> Non
 
 
 def test_label_drift_fires_on_the_labels_own_windows(monitor: MonitorHarness) -> None:
-    events = wait_until(
-        lambda: [e for e in _events(monitor) if e.model == "label-model"],
-        lambda found: len(found) > 0,
-        120,
-        "a label DriftEvent",
-    )
+    events = _wait_events(monitor, "label-model", lambda found: bool(found), "a label DriftEvent")
     assert {e.feature for e in events} == {""}
     assert {e.metric for e in events} <= {"label_psi", "label_jensen_shannon", "label_cramers_v"}
     first = min(e.window_start_ms for e in events)
@@ -241,12 +246,10 @@ def test_label_drift_fires_on_the_labels_own_windows(monitor: MonitorHarness) ->
 
 
 def test_a_label_free_performance_drop_fires_before_any_label(monitor: MonitorHarness) -> None:
-    events = wait_until(
-        lambda: [e for e in _events(monitor) if e.model == "perf-model"],
-        lambda found: any(e.metric == "estimated_auc_drop" for e in found),
-        120,
+    events = _wait_events(
+        monitor, "perf-model", lambda found: any(e.metric == "estimated_auc_drop" for e in found),
         "an estimated_auc_drop DriftEvent",
-    )
+    )  # fmt: skip
     drop = [e for e in events if e.metric == "estimated_auc_drop"]
     assert len(drop) == 1 and drop[0].feature == "" and drop[0].value > drop[0].threshold
     assert T0_MS + SHIFT_AT * W_MS <= drop[0].window_start_ms <= T0_MS + (SHIFT_AT + 1) * W_MS
