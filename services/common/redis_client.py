@@ -29,8 +29,12 @@ def sync_redis(
     )
 
 
-def async_redis(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
+def async_redis(
+    settings: Settings, *, connect_timeout_s: float = 5, timeout_s: float = 10
+) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=connect_timeout_s, socket_timeout=timeout_s
+    )
 
 
 def check_redis(settings: Settings) -> float:

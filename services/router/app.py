@@ -20,10 +20,10 @@ from driftloop.v1 import prediction_pb2 as pb
 from driftloop.v1 import prediction_pb2_grpc as pb_grpc
 from services.common.artifacts import ArtifactStore
 from services.common.experiments import ExperimentStore
-from services.common.feature_store import OnlineFeatureStore
+from services.common.feature_store import OnlineFeatureReader
 from services.common.kafka import create_producer
 from services.common.logging import configure_logging, get_logger
-from services.common.redis_client import sync_redis
+from services.common.redis_client import async_redis, sync_redis
 from services.common.registry import ModelRegistry
 from services.common.telemetry import Telemetry, setup_telemetry
 from services.router.auth import BearerTokenInterceptor
@@ -71,7 +71,8 @@ class RouterApp:
         self.experiments_store = ExperimentStore(store, self._redis)
         self.experiments = ExperimentsView(self.experiments_store, self._pubsub_redis)
         self.contracts = ContractCache(ModelRegistry(store, self._redis))
-        features = OnlineFeatureStore(self._redis)
+        self._lookup_redis = async_redis(settings, connect_timeout_s=1, timeout_s=2)
+        features = OnlineFeatureReader(self._lookup_redis)
         kafka_settings = settings.model_copy(update={"kafka_request_timeout_ms": 5_000})
         producer = create_producer(kafka_settings, client_id=f"router-{settings.router_replica}")
         self.sink = KafkaSink(producer.raw, settings.topics.predictions_log)
@@ -166,6 +167,7 @@ class RouterApp:
         await self.sink.close()
         await self.experiments.close()
         await self._pubsub_redis.aclose()
+        await self._lookup_redis.aclose()
         self._redis.close()
         _log.info("router.stopped", **vars(self.logger.stats))
 

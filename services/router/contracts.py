@@ -6,10 +6,10 @@ their kinds), the dataset whose online rows fill missing ones, and optional defa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from services.common.feature_rows import EVENT_TIME_FIELD, FeatureKind, FeatureValues
-from services.common.feature_store import OnlineFeatureStore
+from services.common.feature_store import OnlineFeatureReader
 from services.common.registry import (
     InvalidNameError,
     ModelManifest,
@@ -66,9 +66,9 @@ class ContractCache:
 
 
 def online_lookup(
-    store: OnlineFeatureStore,
-) -> Callable[[ModelContract, Sequence[str], Sequence[str]], list[FeatureValues | None]]:
-    def lookup(
+    store: OnlineFeatureReader,
+) -> Callable[[ModelContract, Sequence[str], Sequence[str]], Awaitable[list[FeatureValues | None]]]:
+    async def lookup(
         contract: ModelContract, keys: Sequence[str], names: Sequence[str]
     ) -> list[FeatureValues | None]:
         """Only the features the requests lack (and the row's event time) are read."""
@@ -77,6 +77,6 @@ def online_lookup(
             n: "numeric" if n in numeric else "categorical" for n in names
         }
         kinds[EVENT_TIME_FIELD] = "numeric"
-        return store.get_fields(contract.dataset, keys, kinds)
+        return await store.get_fields(contract.dataset, keys, kinds)
 
     return lookup

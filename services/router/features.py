@@ -1,5 +1,5 @@
 """The features a prediction uses: a column frame, the model's contract, and filling the
-missing ones from the online store (pure; the Redis read is injected).
+missing ones from the online store (pure; the Redis read is an injected coroutine).
 
 A request may carry all, some or none of a model's features. Missing values (absent, or
 NaN / "" in a batch) are taken from the entity's latest stored row; what was looked up and
@@ -11,7 +11,7 @@ missing after that is an error naming the row, the feature and why.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +22,9 @@ __all__ = ["FeatureFrame", "Fill", "ModelContract", "fill_missing"]
 
 # (the model's contract, entity keys, the features wanted) -> the stored row of each key
 # (at least the wanted features it holds, and its event time), None where absent
-Lookup = Callable[["ModelContract", Sequence[str], Sequence[str]], list[FeatureValues | None]]
+Lookup = Callable[
+    ["ModelContract", Sequence[str], Sequence[str]], Awaitable[list[FeatureValues | None]]
+]
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ class Fill:
     still_missing: dict[int, list[str]] = field(default_factory=dict)
 
 
-def fill_missing(
+async def fill_missing(
     frame: FeatureFrame,
     keys: Sequence[str],
     contract: ModelContract,
@@ -163,7 +165,7 @@ def fill_missing(
         return fill
     keyed = [int(i) for i in rows if keys[i]]
     wanted = frame.missing_columns(rows)
-    stored = lookup(contract, [keys[i] for i in keyed], wanted) if keyed else []
+    stored = await lookup(contract, [keys[i] for i in keyed], wanted) if keyed else []
     found = dict(zip(keyed, stored, strict=True))
     for i in (int(r) for r in rows):
         values = found.get(i)

@@ -14,6 +14,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,16 @@ __all__ = ["DeadlineExceeded", "Outcome", "Router", "RoutingConfig", "Unavailabl
 
 _log = get_logger(__name__)
 _tracer = trace.get_tracer("driftloop.router")
+
+
+def _step(name: str) -> AbstractContextManager[trace.Span]:
+    """A child span of the request's span, when that one is recorded; otherwise the
+    current (non-recording) span, so an unsampled request pays for no child spans while
+    its trace context still reaches the PredictionLog headers."""
+    current = trace.get_current_span()
+    if not current.is_recording():
+        return nullcontext(current)
+    return _tracer.start_as_current_span(name)
 
 
 def _request_ids(given: Sequence[str], n: int) -> list[str]:
@@ -133,7 +144,7 @@ class Router:
         ids = _request_ids(request_ids, n)
         fill = await self._fill(contract, frame, keys)
         spec = self._experiments(model)
-        with _tracer.start_as_current_span("router.assign") as span:
+        with _step("router.assign") as span:
             if spec is None:  # no experiment: the same (champion) assignment for every row
                 assignments = [assign(None, "")] * n
             else:
@@ -173,7 +184,7 @@ class Router:
             for g in failed:
                 for i in g.rows.tolist():
                     logged[i], errors[i] = g.variant, g.error
-        with _tracer.start_as_current_span("router.log"):
+        with _step("router.log"):
             self._log(
                 contract,
                 frame,
@@ -203,11 +214,9 @@ class Router:
     async def _fill(self, contract: ModelContract, frame: FeatureFrame, keys: list[str]) -> Fill:
         if frame.missing_rows().size == 0:
             return Fill()
-        with _tracer.start_as_current_span("router.features") as span:
+        with _step("router.features") as span:
             now_ms = int(time.time() * 1000)
-            fill = await asyncio.to_thread(
-                fill_missing, frame, keys, contract, self._lookup, now_ms
-            )
+            fill = await fill_missing(frame, keys, contract, self._lookup, now_ms)
             span.set_attribute("driftloop.looked_up_rows", len(fill.looked_up))
         if fill.still_missing:
             not_found: list[Violation] = []
@@ -240,7 +249,7 @@ class Router:
         self, model: str, control: str, frame: FeatureFrame, g: _Group, deadline: float | None
     ) -> None:
         sub = frame.take(g.rows) if len(g.rows) != frame.rows else frame
-        with _tracer.start_as_current_span("router.serve") as span:
+        with _step("router.serve") as span:
             span.set_attribute("driftloop.variant", g.variant)
             span.set_attribute("driftloop.rows", len(g.rows))
             try:

@@ -210,9 +210,19 @@ class ServingClient:
 
 
 def _application_states() -> dict[str, str]:
-    from ray import serve
+    """Application name -> status, from the controller's plain details dict.
 
-    return {
-        name: str(getattr(app.status, "value", app.status))
-        for name, app in serve.status().applications.items()
-    }
+    `serve.status()` builds pydantic models from the same dict, cloudpickling each
+    deployment's request-router class on the way: measured at about 10% of a busy
+    router's CPU with a refresh a second. The dict holds the same statuses."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:  # Serve has not started yet
+        return {}
+    details = client.get_serve_details()
+    states = {}
+    for name, app in (details.get("applications") or {}).items():
+        status = app.get("status", "")
+        states[name] = str(getattr(status, "value", status))  # an enum or its value
+    return states

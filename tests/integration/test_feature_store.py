@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
@@ -13,8 +14,14 @@ import redis
 
 from services.common.artifacts import ArtifactStore
 from services.common.datasets.schema import DatasetSchema
-from services.common.feature_store import EVENT_TIME_FIELD, FeatureKind, OnlineFeatureStore
-from services.common.redis_client import sync_redis
+from services.common.feature_store import (
+    EVENT_TIME_FIELD,
+    FeatureKind,
+    FeatureValues,
+    OnlineFeatureReader,
+    OnlineFeatureStore,
+)
+from services.common.redis_client import async_redis, sync_redis
 from services.common.settings import Settings, load_settings
 from services.ingest.pipeline import update_online_features
 from services.ingest.seal.version import VersionWriter, seal_version
@@ -123,6 +130,29 @@ def test_get_fields_reads_only_the_named_fields(client: redis.Redis, dataset: st
     for got, whole in zip(store.get_fields(dataset, ["a", "b", "c"], KINDS), full, strict=True):
         assert got == whole
     assert c is not None and c["region"] == "north"
+    store.delete_dataset(dataset)
+
+
+def test_the_async_reader_reads_what_the_store_reads(
+    stack: Settings, client: redis.Redis, dataset: str
+) -> None:
+    """The router's reader (asyncio Redis, on its event loop) returns the same values as
+    the store's synchronous `get_fields`, absent keys included."""
+    store = OnlineFeatureStore(client)
+    store.write_latest(dataset, FIRST)
+    keys = ["a", "b", "c", "zz"]
+    kinds: dict[str, FeatureKind] = {**KINDS, EVENT_TIME_FIELD: "numeric"}
+
+    async def read() -> list[FeatureValues | None]:
+        aclient = async_redis(stack)
+        try:
+            return await OnlineFeatureReader(aclient).get_fields(dataset, keys, kinds)
+        finally:
+            await aclient.aclose()
+
+    got = asyncio.run(read())
+    assert got == store.get_fields(dataset, keys, kinds)
+    assert got[3] is None and got[1] is not None and got[1]["region"] == "south"
     store.delete_dataset(dataset)
 
 

@@ -342,3 +342,23 @@ def test_otlp_exporter_is_wired_for_production() -> None:
     tel = build_telemetry(load_settings(telemetry_exporter="otlp"))
     processors = tel.tracer_provider._active_span_processor._span_processors
     assert [type(p.span_exporter) for p in processors] == [OTLPSpanExporter]  # type: ignore[attr-defined]
+
+
+def test_without_an_exporter_spans_are_not_recorded_but_the_trace_id_travels_on() -> None:
+    """Exporter "none": nothing is kept for nobody, yet a record built inside a request's
+    span still carries the caller's trace id."""
+    tel = build_telemetry(load_settings(telemetry_exporter="none", service_name="unit-none"))
+    caller = SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    parent = trace.set_span_in_context(NonRecordingSpan(caller))
+    tracer = tel.tracer_provider.get_tracer("unit")
+    with tracer.start_as_current_span("request", context=parent) as span:
+        assert not span.is_recording()
+        headers = build_headers(pb.PredictionLog)
+    carried = trace.get_current_span(extract_kafka_headers(headers)).get_span_context()
+    assert carried.trace_id == caller.trace_id
+    tel.shutdown()

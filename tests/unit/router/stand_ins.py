@@ -73,7 +73,7 @@ class Stores:
             raise NotFound([("model", f"unknown model {model!r}")])
         return CONTRACT
 
-    def lookup(
+    async def lookup(
         self, contract: ModelContract, keys: Sequence[str], names: Sequence[str]
     ) -> list[FeatureValues | None]:
         """Like the Redis lookup: only the wanted features and the event time."""
