@@ -18,6 +18,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 
 from services.monitor.drift import PSI_SMOOTHING
+from services.monitor.drift_sql import KS_NATIVE_EPSILON
 from tests.conftest import run_cli
 
 CHUNK = 1000
@@ -28,10 +29,11 @@ Report = dict[str, Any]
 def _frame(rng: np.random.Generator, shifted: bool) -> pa.Table:
     x = np.round(rng.normal(size=N), 1)  # rounded: ties, which KS must handle exactly
     y = rng.normal(size=N)
+    z = rng.integers(0, 5, size=N).astype(float)  # few values: exact ties only
     y_missing = rng.uniform(size=N) < 0.05
     cat = rng.choice(["a", "b", "c"], size=N, p=[0.5, 0.3, 0.2]).astype(object)
     if shifted:
-        x[2 * CHUNK :] += 0.5  # chunk 2
+        x[2 * CHUNK :] += 0.5  # chunk 2: 0.1 * k + 0.5 is not always the double of 0.1 * j
         cat[CHUNK : 2 * CHUNK] = rng.choice(["a", "b", "d"], size=CHUNK, p=[0.2, 0.3, 0.5])
     start = datetime(2026, 1, 1, tzinfo=UTC)
     return pa.table(
@@ -41,6 +43,7 @@ def _frame(rng: np.random.Generator, shifted: bool) -> pa.Table:
             "comment": [f"free text number {rng.integers(1 << 40)}" for _ in range(N)],
             "x": x,
             "y": pa.array(np.where(y_missing, np.nan, y), mask=y_missing),
+            "z": z,
             "cat": cat.tolist(),
         }
     )
@@ -118,7 +121,7 @@ def test_every_statistic_matches_scipy_in_every_chunk(
     for period, table in (("reference", ref), ("analysis", ana)):
         for chunk in range(3):
             part = table.slice(chunk * CHUNK, CHUNK)
-            for name in ("x", "y"):
+            for name in ("x", "y", "z"):
                 ref_v = ref.column(name).to_numpy(zero_copy_only=False).astype(float)
                 chunk_v = part.column(name).to_numpy(zero_copy_only=False).astype(float)
                 for metric, want in _numeric_expected(ref_v, chunk_v).items():
@@ -132,7 +135,22 @@ def test_every_statistic_matches_scipy_in_every_chunk(
                     period, chunk, "cat", metric,
                 )  # fmt: skip
                 checked += 1
-    assert checked == 2 * 3 * (2 * 3 + 5)
+    assert checked == 2 * 3 * (3 * 3 + 5)
+
+
+def test_both_ks_paths_are_exercised(files: tuple[Path, Path, pa.Table, pa.Table]) -> None:
+    """The statistics test above covers both ways KS is computed: x has distinct values
+    closer than DBL_EPSILON (rounded, then shifted), so it takes the array SQL; y (spread)
+    and z (exact ties only) take ClickHouse's kolmogorovSmirnovTest."""
+    _, _, ref, ana = files
+
+    def smallest_gap(name: str) -> float:
+        v = np.concatenate([t.column(name).to_numpy(zero_copy_only=False) for t in (ref, ana)])
+        return float(np.diff(np.unique(v[np.isfinite(v.astype(float))].astype(float))).min())
+
+    assert smallest_gap("x") < KS_NATIVE_EPSILON
+    assert smallest_gap("y") >= KS_NATIVE_EPSILON
+    assert smallest_gap("z") >= KS_NATIVE_EPSILON
 
 
 def test_only_the_shifted_chunks_alert(report: Report) -> None:
@@ -149,7 +167,7 @@ def test_only_the_shifted_chunks_alert(report: Report) -> None:
 
 
 def test_ids_time_stamps_and_free_text_are_left_out_and_listed(report: Report) -> None:
-    assert report["numeric"] == ["x", "y"]
+    assert report["numeric"] == ["x", "y", "z"]
     assert report["categorical"] == ["cat"]
     left_out = report["left_out"]
     assert set(left_out) == {"request_id", "event_time", "comment"}
