@@ -226,13 +226,17 @@ def compute_drift(
             gaps = dict(_rows(client, drift_sql.ks_gap_sql(data, ks_columns)))
             native = [n for n in ks_columns if gaps[n] >= drift_sql.KS_NATIVE_EPSILON]
             exact = [n for n in ks_columns if n not in native]
-            for sql in (
-                drift_sql.ks_native_sql(data, native, finite) if native else "",
-                drift_sql.ks_sql(data, exact, finite) if exact else "",
-            ):
-                for f, s, ks in _rows(client, sql) if sql else ():
-                    p, c = ("reference", -int(s) - 1) if s < 0 else ("analysis", int(s))
-                    values[(p, c, f, "ks")] = float(ks)
+            ks_query = " UNION ALL ".join(
+                sql
+                for sql in (
+                    drift_sql.ks_native_sql(data, native, finite),
+                    drift_sql.ks_sql(data, exact, finite),
+                )
+                if sql  # a list of no columns gives no SQL
+            )
+            for f, s, ks in _rows(client, ks_query):
+                p, c = ("reference", -int(s) - 1) if s < 0 else ("analysis", int(s))
+                values[(p, c, f, "ks")] = float(ks)
         # PCA is fitted on the even reference chunks and its reference errors come from the
         # odd ones: in-sample, the discarded axes are the sample's quietest directions and
         # its error is biased low (by ~15 % with 30 features and 5,000 rows), which made

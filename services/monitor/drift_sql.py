@@ -114,6 +114,10 @@ GROUP BY s"""
     return " UNION ALL ".join(branches)
 
 
+# kolmogorovSmirnovTest treats |x - y| < DBL_EPSILON as a tie
+KS_NATIVE_EPSILON = 2.220446049250313e-16
+
+
 def ks_native_sql(
     data: str, columns: Sequence[str], counts: Mapping[str, Mapping[int, int]]
 ) -> str:
@@ -139,10 +143,6 @@ def ks_native_sql(
             f"WHERE isFinite(v)) ARRAY JOIN {pairs} AS p GROUP BY s"
         )
     return " UNION ALL ".join(branches)
-
-
-# kolmogorovSmirnovTest treats |x - y| < DBL_EPSILON as a tie
-KS_NATIVE_EPSILON = 2.220446049250313e-16
 
 
 def ks_gap_sql(data: str, columns: Sequence[str]) -> str:

@@ -6,7 +6,7 @@ their kinds), the dataset whose online rows fill missing ones, and optional defa
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from services.common.feature_rows import EVENT_TIME_FIELD, FeatureKind, FeatureValues
 from services.common.feature_store import OnlineFeatureReader
@@ -16,7 +16,7 @@ from services.common.registry import (
     ModelNotFoundError,
     ModelRegistry,
 )
-from services.router.features import ModelContract
+from services.router.features import Lookup, ModelContract
 from services.router.validation import NotFound
 
 __all__ = ["ContractCache", "contract_from_manifest", "online_lookup"]
@@ -65,9 +65,7 @@ class ContractCache:
         return contract
 
 
-def online_lookup(
-    store: OnlineFeatureReader,
-) -> Callable[[ModelContract, Sequence[str], Sequence[str]], Awaitable[list[FeatureValues | None]]]:
+def online_lookup(store: OnlineFeatureReader) -> Lookup:
     async def lookup(
         contract: ModelContract, keys: Sequence[str], names: Sequence[str]
     ) -> list[FeatureValues | None]:
