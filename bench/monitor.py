@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -118,10 +119,13 @@ def _run_sql(
     return seconds, flagged, multivariate
 
 
-def _sink_vs_raw(client: Client, rows: int, batch: int, n_features: int) -> tuple[float, float]:
+def _sink_vs_raw(
+    client: Client, rows: int, batch: int, n_features: int, repeats: int
+) -> list[tuple[float, float]]:
     """Seconds for the monitor's sink (`write_pending`: key check + insert) and for a raw
     `insert_arrow` of the same prediction rows, in batches of `batch` (the sink's default
-    `sink_max_rows`); rows and Arrow tables are built before either clock starts."""
+    `sink_max_rows`), `repeats` times alternating, both tables emptied before each repeat;
+    rows and Arrow tables are built before either clock starts."""
     from datetime import UTC, datetime, timedelta
 
     from driftloop.v1.events_pb2 import PredictionLog
@@ -164,18 +168,23 @@ def _sink_vs_raw(client: Client, rows: int, batch: int, n_features: int) -> tupl
     warm = to_arrow(all_rows[:1], columns, types)
     client.insert_arrow("predictions_warm", warm, settings={"async_insert": 0})
     client.insert_arrow("predictions_warm", arrow[0].slice(0, 1), settings={"async_insert": 0})
-    start = time.perf_counter()
-    for pending in pendings:
-        write_pending(client, pending)
-    sink_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for table in arrow:
-        client.insert_arrow("predictions_raw", table, settings={"async_insert": 0})
-    raw_s = time.perf_counter() - start
-    stored = client.query("SELECT count() FROM predictions").result_rows[0][0]
-    if stored != rows:
-        raise SystemExit(f"the sink stored {stored} rows of {rows}")
-    return sink_s, raw_s
+    times = []
+    for _ in range(repeats):
+        client.command("TRUNCATE TABLE predictions")
+        client.command("TRUNCATE TABLE predictions_raw")
+        start = time.perf_counter()
+        for pending in pendings:
+            write_pending(client, pending)
+        sink_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for table in arrow:
+            client.insert_arrow("predictions_raw", table, settings={"async_insert": 0})
+        raw_s = time.perf_counter() - start
+        stored = client.query("SELECT count() FROM predictions").result_rows[0][0]
+        if stored != rows:
+            raise SystemExit(f"the sink stored {stored} rows of {rows}")
+        times.append((sink_s, raw_s))
+    return times
 
 
 def main() -> None:
@@ -185,14 +194,17 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=30)
     parser.add_argument("--sink-rows", type=int, default=200_000)
     parser.add_argument("--sink-batch", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each SQL path and sink")
     parser.add_argument("--sink-only", action="store_true", help="only the sink vs raw insert")
     args = parser.parse_args()
     if args.sink_only:
         with tempfile.TemporaryDirectory(prefix="bench-monitor-") as tmp:
             client = connect(f"chdb://{Path(tmp) / 'store'}")
-            sink_s, raw_s = _sink_vs_raw(client, args.sink_rows, args.sink_batch, args.features)
+            sink = _sink_vs_raw(
+                client, args.sink_rows, args.sink_batch, args.features, args.repeats
+            )
             client.close()
-        _print_sink(args.sink_rows, args.sink_batch, sink_s, raw_s)
+        _print_sink(args.sink_rows, args.sink_batch, sink)
         return
     windows, window_rows = args.windows, args.window_rows
     features = [f"f{i}" for i in range(args.features)]
@@ -205,40 +217,51 @@ def main() -> None:
         pq.write_table(ana.drop(["row"]), ana_path)
         client = connect(f"chdb://{Path(tmp) / 'store'}")
         _load(client, ref, ana, features)
-        sql_all = _run_sql(client, ref.num_rows, window_rows, features, True)
-        sql_no_ks = _run_sql(client, ref.num_rows, window_rows, features, False)
-        sink_s, raw_s = _sink_vs_raw(client, args.sink_rows, args.sink_batch, args.features)
+        runs: dict[bool, list[tuple[float, set[tuple[str, int]], set[int]]]] = {True: [], False: []}
+        for _ in range(args.repeats):  # alternating, so both paths see the same noise
+            for ks in (True, False):
+                runs[ks].append(_run_sql(client, ref.num_rows, window_rows, features, ks))
+        sink = _sink_vs_raw(client, args.sink_rows, args.sink_batch, args.features, args.repeats)
         client.close()
         ev_seconds, ev_flagged = _run_evidently(ref_path, ana_path, window_rows)
     table = Table(
         title=f"drift: {windows} windows x {window_rows:,} rows x {args.features} features "
-        f"vs a {window_rows:,}-row reference; true pairs {sorted(truth)}"
+        f"vs a {window_rows:,}-row reference; true pairs {sorted(truth)}; "
+        f"SQL median of {args.repeats} runs [min-max]"
     )
     for col in ("path", "seconds", "vs Evidently", "flagged", "false alarms", "missed"):
         table.add_column(col)
-    for name, seconds, flagged in (
-        (f"Evidently {_EVIDENTLY} DataDriftPreset", ev_seconds, ev_flagged),
-        ("ClickHouse SQL, all statistics", sql_all[0], sql_all[1]),
-        ("ClickHouse SQL, without KS", sql_no_ks[0], sql_no_ks[1]),
-    ):
+    table.add_row(
+        f"Evidently {_EVIDENTLY} DataDriftPreset", f"{ev_seconds:.2f}", "1.0x",
+        str(sorted(ev_flagged)), str(len(ev_flagged - truth)), str(len(truth - ev_flagged)),
+    )  # fmt: skip
+    for name, ks in (("ClickHouse SQL, all statistics", True), ("without KS", False)):
+        seconds = sorted(r[0] for r in runs[ks])
+        flagged = runs[ks][0][1]
+        if any(r[1] != flagged for r in runs[ks]):
+            raise SystemExit(f"{name}: the runs flagged different pairs")
         table.add_row(
             name,
-            f"{seconds:.2f}",
-            f"{ev_seconds / seconds:.1f}x",
+            f"{statistics.median(seconds):.2f} [{seconds[0]:.2f}-{seconds[-1]:.2f}]",
+            f"{ev_seconds / statistics.median(seconds):.1f}x "
+            f"[{ev_seconds / seconds[-1]:.1f}-{ev_seconds / seconds[0]:.1f}]",
             str(sorted(flagged)),
             str(len(flagged - truth)),
             str(len(truth - flagged)),
         )
     _console.print(table)
-    _console.print(f"PCA reconstruction error alerts (windows): {sorted(sql_all[2])}")
-    _print_sink(args.sink_rows, args.sink_batch, sink_s, raw_s)
+    _console.print(f"PCA reconstruction error alerts (windows): {sorted(runs[True][0][2])}")
+    _print_sink(args.sink_rows, args.sink_batch, sink)
 
 
-def _print_sink(rows: int, batch: int, sink_s: float, raw_s: float) -> None:
+def _print_sink(rows: int, batch: int, runs: list[tuple[float, float]]) -> None:
+    ratios = sorted(raw_s / sink_s for sink_s, raw_s in runs)
+    sink_rate = statistics.median(rows / s for s, _ in runs)
+    raw_rate = statistics.median(rows / r for _, r in runs)
     _console.print(
-        f"sink: {rows:,} predictions in batches of {batch:,}: "
-        f"{rows / sink_s:,.0f} rows/s vs raw insert_arrow {rows / raw_s:,.0f} "
-        f"rows/s = {raw_s / sink_s:.2f}x"
+        f"sink: {rows:,} predictions in batches of {batch:,}, {len(runs)} runs: "
+        f"{sink_rate:,.0f} rows/s vs raw insert_arrow {raw_rate:,.0f} rows/s (medians) = "
+        f"{statistics.median(ratios):.2f}x [{ratios[0]:.2f}-{ratios[-1]:.2f}]"
     )
 
 

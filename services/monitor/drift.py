@@ -223,18 +223,7 @@ def compute_drift(
                 values[(p, int(c), f, "cramers_v")] = v
         ks_columns = [n for n in numeric if n in edges] if spec.ks else []
         if ks_columns:
-            gaps = dict(_rows(client, drift_sql.ks_gap_sql(data, ks_columns)))
-            native = [n for n in ks_columns if gaps[n] >= drift_sql.KS_NATIVE_EPSILON]
-            exact = [n for n in ks_columns if n not in native]
-            ks_query = " UNION ALL ".join(
-                sql
-                for sql in (
-                    drift_sql.ks_native_sql(data, native, finite),
-                    drift_sql.ks_sql(data, exact, finite),
-                )
-                if sql  # a list of no columns gives no SQL
-            )
-            for f, s, ks in _rows(client, ks_query):
+            for f, s, ks in _rows(client, drift_sql.ks_sql(data, ks_columns, finite)):
                 p, c = ("reference", -int(s) - 1) if s < 0 else ("analysis", int(s))
                 values[(p, c, f, "ks")] = float(ks)
         # PCA is fitted on the even reference chunks and its reference errors come from the

@@ -4,6 +4,8 @@ and the columns it leaves out. Each report runs in its own process (one chDB per
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +20,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 
 from services.monitor.drift import PSI_SMOOTHING
-from services.monitor.drift_sql import KS_NATIVE_EPSILON
-from tests.conftest import run_cli
+from tests.conftest import REPO_ROOT, run_cli
 
 CHUNK = 1000
 N = 3 * CHUNK
@@ -138,19 +139,61 @@ def test_every_statistic_matches_scipy_in_every_chunk(
     assert checked == 2 * 3 * (3 * 3 + 5)
 
 
-def test_both_ks_paths_are_exercised(files: tuple[Path, Path, pa.Table, pa.Table]) -> None:
-    """The statistics test above covers both ways KS is computed: x has distinct values
-    closer than DBL_EPSILON (rounded, then shifted), so it takes the array SQL; y (spread)
-    and z (exact ties only) take ClickHouse's kolmogorovSmirnovTest."""
-    _, _, ref, ana = files
+_KS_SCRIPT = """
+import json, sys
+import pyarrow as pa
+from services.common.clickhouse import connect
+from services.monitor.drift_sql import ks_sql
 
-    def smallest_gap(name: str) -> float:
-        v = np.concatenate([t.column(name).to_numpy(zero_copy_only=False) for t in (ref, ana)])
-        return float(np.diff(np.unique(v[np.isfinite(v.astype(float))].astype(float))).min())
+client = connect(sys.argv[1])
+out = []
+for i, rows in enumerate(json.loads(sys.stdin.read())):
+    client.command(f"CREATE TABLE d{i} (__s Int64, v Nullable(Float64)) ENGINE = Memory")
+    client.insert_arrow(f"d{i}", pa.table({
+        "__s": [s for s, _ in rows], "v": [None if v == "null" else float(v) for _, v in rows],
+    }))
+    counts = {}
+    for s, v in rows:
+        counts[s] = counts.get(s, 0) + (v not in ("null", "nan", "inf", "-inf"))
+    got = client.query(ks_sql(f"d{i}", ["v"], {"v": counts})).result_rows
+    out.append({str(s): ks for _, s, ks in got})
+print(json.dumps(out))
+"""
 
-    assert smallest_gap("x") < KS_NATIVE_EPSILON
-    assert smallest_gap("y") >= KS_NATIVE_EPSILON
-    assert smallest_gap("z") >= KS_NATIVE_EPSILON
+
+def test_ks_orders_every_double_exactly(tmp_path: Path) -> None:
+    """The KS SQL sorts values by their bits: negative and positive, -0.0 and 0.0 (equal),
+    subnormals, neighbouring doubles (closer than DBL_EPSILON), the largest finite ones,
+    and ties within and across chunks, each chunk on its own few values of the pool; NaN,
+    infinities and NULL are left out, as scipy leaves them."""
+    near = [float(np.nextafter(1e-300, 1.0)), float(np.nextafter(1.0, 2.0))]
+    pool = [-1.7e308, -1.5, -1e-300, -5e-324, -0.0, 0.0, 5e-324, 1e-300, 1.0, 2.5, 1.7e308, *near]
+    rng = np.random.default_rng(11)
+    codes = {-2: 40, -1: 60, 0: 80, 1: 50, 7: 30}  # two reference chunks, three analysis
+    trials: list[dict[int, np.ndarray]] = []
+    for _ in range(25):
+        trial = {}
+        for code, n in codes.items():
+            some = rng.choice(pool, size=int(rng.integers(1, len(pool) + 1)), replace=False)
+            trial[code] = rng.choice(some, size=n, p=rng.dirichlet(np.ones(len(some))))
+        trials.append(trial)
+    rows = [
+        [(c, repr(float(v))) for c, drawn in trial.items() for v in drawn]
+        + [(c, x) for c in codes for x in ("nan", "inf", "-inf", "null")]
+        for trial in trials
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", _KS_SCRIPT, f"chdb://{tmp_path / 'store'}"],
+        input=json.dumps(rows), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for trial, got in zip(trials, results, strict=True):
+        reference = np.concatenate([trial[-2], trial[-1]])
+        assert set(got) == {str(c) for c in codes}
+        for code in codes:
+            want = stats.ks_2samp(reference, trial[code]).statistic
+            assert got[str(code)] == pytest.approx(want, abs=1e-12), (code, trial)
 
 
 def test_only_the_shifted_chunks_alert(report: Report) -> None:
