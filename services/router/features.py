@@ -99,36 +99,24 @@ class FeatureFrame:
         categorical = {n: v for n, c in self.categorical.items() if (v := c[i]) is not None}
         return numeric, categorical
 
-    def records(self) -> list[tuple[dict[str, float], dict[str, str]]]:
-        """`row(i)` of every row, column-wise: one `tolist` per column instead of a numpy
-        scalar per value (the prediction log builds one record per row)."""
-        if self.rows == 0:
-            return []
-        num_names = list(self.numeric)
-        cat_names = list(self.categorical)
-        if num_names:
-            matrix = np.column_stack([self.numeric[n] for n in num_names])
-            gaps = np.isnan(matrix).any(axis=1).tolist()
-            num_rows = matrix.tolist()
-        else:
-            gaps, num_rows = [False] * self.rows, [[] for _ in range(self.rows)]
-        cat_rows = (
-            list(zip(*(self.categorical[n] for n in cat_names), strict=True))
-            if cat_names
-            else [()] * self.rows
-        )
-        out: list[tuple[dict[str, float], dict[str, str]]] = []
-        for values, gap, cats in zip(num_rows, gaps, cat_rows, strict=True):
-            numeric = (
-                {n: v for n, v in zip(num_names, values, strict=True) if not math.isnan(v)}
-                if gap
-                else dict(zip(num_names, values, strict=True))
-            )
+    def numeric_matrix(self) -> tuple[list[str], np.ndarray]:
+        """The numeric columns' names and their values as a rows x columns matrix."""
+        names = list(self.numeric)
+        if not names:
+            return names, np.empty((self.rows, 0))
+        return names, np.column_stack([self.numeric[n] for n in names])
+
+    def categorical_records(self) -> list[dict[str, str]]:
+        """Each row's categorical values by name, missing ones left out."""
+        names = list(self.categorical)
+        if not names:
+            return [{} for _ in range(self.rows)]
+        out: list[dict[str, str]] = []
+        for cats in zip(*(self.categorical[n] for n in names), strict=True):
             if None in cats:
-                categorical = {n: v for n, v in zip(cat_names, cats, strict=True) if v is not None}
+                out.append({n: v for n, v in zip(names, cats, strict=True) if v is not None})
             else:
-                categorical = dict(zip(cat_names, cats, strict=True))
-            out.append((numeric, categorical))
+                out.append(dict(zip(names, cats, strict=True)))
         return out
 
     def columns(self) -> dict[str, np.ndarray | list[str | None]]:

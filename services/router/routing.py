@@ -27,6 +27,7 @@ from services.common.logging import get_logger
 from services.router.assignment import Assignment, assign
 from services.router.coalescing import Coalescer, VariantResult
 from services.router.features import FeatureFrame, Fill, Lookup, ModelContract, fill_missing
+from services.router.log_wire import numeric_entries
 from services.router.metrics import RouterMetrics
 from services.router.prediction_log import PredictionLogger, Record
 from services.router.serving_port import FeaturesRejected
@@ -400,7 +401,8 @@ class Router:
         version_text = {v: str(v) for v in set(versions)}
         looked_up, age_ms, defaulted = fill.looked_up, fill.age_ms, fill.defaulted
         records = []
-        for i, (numeric, categorical) in enumerate(frame.records()):
+        numeric = numeric_entries(*frame.numeric_matrix())
+        for i, categorical in enumerate(frame.categorical_records()):
             a = assignments[i]
             msg = ev.PredictionLog(
                 request_id=ids[i],
@@ -410,7 +412,6 @@ class Router:
                 variant=variants[i],
                 shadow=shadow,
                 entity_key=keys[i],
-                numeric=numeric,
                 categorical=categorical,
                 score=score_list[i],
                 latency_ms=latency_ms,
@@ -422,7 +423,7 @@ class Router:
                 error=errors[i] if errors else "",
             )
             key = keys[i] or ids[i]
-            records.append(Record(key.encode(), msg.SerializeToString(), headers))
+            records.append(Record(key.encode(), msg.SerializeToString() + numeric[i], headers))
         self._logger.submit(records)
 
     async def close(self) -> None:

@@ -6,7 +6,9 @@ import uuid
 
 import numpy as np
 
+from driftloop.v1 import events_pb2 as ev
 from services.router.features import FeatureFrame
+from services.router.log_wire import numeric_entries
 from services.router.routing import _request_ids
 
 
@@ -24,18 +26,51 @@ def random_frame(rows: int, seed: int) -> FeatureFrame:
     return FeatureFrame(rows, numeric, categorical)
 
 
-def test_records_equal_row_by_row() -> None:
+def _logged(frame: FeatureFrame) -> list[ev.PredictionLog]:
+    """The messages the router's log records parse to (routing._log's assembly)."""
+    numeric = numeric_entries(*frame.numeric_matrix())
+    return [
+        ev.PredictionLog.FromString(
+            ev.PredictionLog(request_id=f"r{i}", categorical=cats, score=0.5).SerializeToString()
+            + numeric[i]
+        )
+        for i, cats in enumerate(frame.categorical_records())
+    ]
+
+
+def _expected(frame: FeatureFrame) -> list[ev.PredictionLog]:
+    out = []
+    for i in range(frame.rows):
+        num, cats = frame.row(i)
+        out.append(ev.PredictionLog(request_id=f"r{i}", numeric=num, categorical=cats, score=0.5))
+    return out
+
+
+def test_logged_records_equal_row_by_row_messages() -> None:
     for seed in range(5):
         frame = random_frame(300, seed)
-        assert frame.records() == [frame.row(i) for i in range(frame.rows)]
+        assert _logged(frame) == _expected(frame)
 
 
-def test_records_of_a_frame_without_categorical_or_numeric_columns() -> None:
+def test_logged_records_of_a_frame_without_categorical_or_numeric_columns() -> None:
     frame = random_frame(7, 9)
     only_numeric = FeatureFrame(7, frame.numeric, {})
     only_categorical = FeatureFrame(7, {}, frame.categorical)
-    for f in (only_numeric, only_categorical):
-        assert f.records() == [f.row(i) for i in range(7)]
+    for f in (only_numeric, only_categorical, FeatureFrame(0, frame.numeric, {})):
+        assert _logged(f) == _expected(f)
+
+
+def test_logged_numeric_values_keep_every_double_and_any_name() -> None:
+    """Signed zeros, infinities, subnormals and extremes survive bit for bit; names of any
+    length (a two-byte length prefix past 127 bytes) and in any script."""
+    special = np.array([-0.0, 0.0, np.inf, -np.inf, 5e-324, -1.7e308, 1.7e308, 1 / 3])
+    names = ["x", "n" * 200, "Größe_€", "é" * 70]
+    matrix = np.stack([np.roll(special, k)[: len(names)] for k in range(len(special))])
+    frame = FeatureFrame(len(matrix), {n: matrix[:, j] for j, n in enumerate(names)}, {})
+    for got, row in zip(_logged(frame), matrix, strict=True):
+        assert set(got.numeric) == set(names)
+        values = np.array([got.numeric[n] for n in names])
+        assert values.tobytes() == row.tobytes()
 
 
 def test_missing_rows_marks_nan_and_none() -> None:
