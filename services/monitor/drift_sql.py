@@ -7,10 +7,11 @@ a time and runs the branches on all cores; the branches' results are small.
 
 KS, exact and ties included, in one plain sort per column: each finite value becomes a
 UInt128 key, the value's bits made order-preserving (sign bit flipped for positives, all
-bits for negatives) in the high 64 and `__s`, the row's chunk code (reference chunk c as
--c-1, analysis chunk c as c), in the low 32, so sorting the keys sorts by value and, within
-a block of equal values, by chunk. Walking the sorted array, the reference's count so far
-gives F_r, and `arrayEnumerateUniq(s)` a row's rank within its own chunk, i.e. F_c. Both
+bits for negatives) in the high 64 and the index of `__s`, the row's chunk code (reference
+chunk c as -c-1, analysis chunk c as c, a time window's number, say), among the column's
+codes in the low 32, so sorting the keys sorts by value and, within a block of equal
+values, by chunk. Walking the sorted array, the reference's count so far gives F_r, and
+`arrayEnumerateUniq` a row's rank within its own chunk, i.e. F_c. Both
 ECDFs are right-continuous steps, so for a chunk, sup |F_r - F_c| is attained at one of the
 chunk's own points x, either at x or just below it (on the gap up to the chunk's next point
 F_c is flat while F_r rises, so the largest gap is just below that next point). Ties are
@@ -73,50 +74,52 @@ def categorical_hist_sql(data: str, columns: Sequence[str]) -> str:
 
 def ks_sql(data: str, columns: Sequence[str], counts: Mapping[str, Mapping[int, int]]) -> str:
     """(feature, s, ks) for every column and chunk code s; `counts[column][s]` is the
-    number of finite values of the column in chunk s (codes fit in 32 bits)."""
+    number of finite values of the column in chunk s (every code of `data`). In the keys, a
+    code is its index among the sorted codes, so the reference's codes (< 0) come first."""
     branches = []
     for name in columns:
-        lo, hi = min(counts[name]), max(counts[name])
-        sizes = [float(counts[name].get(code, 1)) for code in range(lo, hi + 1)]
-        n_sql = f"CAST([{', '.join(map(repr, sizes))}] AS Array(Float64))"
+        codes = sorted(counts[name])
+        n_ref = sum(1 for c in codes if c < 0)
+        codes_sql = f"CAST([{', '.join(map(str, codes))}] AS Array(Int64))"
+        index_sql = f"CAST(range({len(codes)}) AS Array(UInt32))"
+        sizes_sql = f"CAST([{', '.join(str(counts[name][c]) for c in codes)}] AS Array(Float64))"
         branches.append(
             f"""
-SELECT {literal(name)} AS feature, s, max(d) AS ks
+SELECT {literal(name)} AS feature, {codes_sql}[i + 1] AS s, max(d) AS ks
 FROM (
   SELECT arraySort(K0) AS K,
-    arrayMap(k -> toInt64(toUInt32(k)) - {_CODE_BIAS}, K) AS S,
+    arrayMap(k -> toUInt32(k), K) AS I,
     arrayMap(k -> toUInt64(bitShiftRight(k, 32)), K) AS B,
     arrayMap((a, b) -> a != b, B, arrayPushBack(arrayPopFront(B), toUInt64(0))) AS block_end,
     arrayMap((a, b) -> a != b, B, arrayPushFront(arrayPopBack(B), toUInt64(0))) AS block_start,
-    arrayMap((a, b, e) -> e OR a != b, S, arrayPushBack(arrayPopFront(S), 0), block_end)
+    arrayMap((a, b, e) -> e OR a != b, I, arrayPushBack(arrayPopFront(I), 0), block_end)
       AS run_last,
-    arrayMap((a, b, e) -> e OR a != b, S, arrayPushFront(arrayPopBack(S), 0), block_start)
+    arrayMap((a, b, e) -> e OR a != b, I, arrayPushFront(arrayPopBack(I), 0), block_start)
       AS run_first,
-    arrayCumSum(arrayMap(c -> toUInt64(c < 0), S)) AS cum_ref,
+    arrayCumSum(arrayMap(c -> toUInt64(c < {n_ref}), I)) AS cum_ref,
     toFloat64(cum_ref[-1]) AS nr,
     arrayReverseFill((c, m) -> m, cum_ref, block_end) AS ref_le,
     arrayFill((c, m) -> m, arrayPushFront(arrayPopBack(cum_ref), toUInt64(0)), block_start)
       AS ref_lt,
-    arrayEnumerateUniq(S) AS rank,
-    arrayMap(c -> {n_sql}[c - {lo - 1}], S) AS n,
+    arrayEnumerateUniq(I) AS rank,
+    arrayMap(c -> {sizes_sql}[c + 1], I) AS n,
     arrayMap((le, lt, r, m, last, first) -> greatest(
         if(last, abs(le / nr - r / m), 0.), if(first, abs(lt / nr - (r - 1) / m), 0.)),
       ref_le, ref_lt, rank, n, run_last, run_first) AS D
   FROM (
     SELECT groupArray(bitOr(bitShiftLeft(toUInt128(if(b >= {_SIGN}, bitNot(b), bitOr(b, {_SIGN}))),
-      32), toUInt128(__s + {_CODE_BIAS}))) AS K0
+      32), toUInt128(transform(__s, {codes_sql}, {index_sql}, toUInt32(0))))) AS K0
     FROM (SELECT __s, reinterpretAsUInt64(v) AS b FROM (
       SELECT __s, {value(name)} AS v FROM {data}) WHERE isFinite(v))
   )
 )
-ARRAY JOIN S AS s, D AS d
-GROUP BY s"""
+ARRAY JOIN I AS i, D AS d
+GROUP BY i"""
         )
     return " UNION ALL ".join(branches)
 
 
 _SIGN = 1 << 63  # a Float64's sign bit, as an unsigned 64-bit integer
-_CODE_BIAS = 1 << 31  # chunk codes, -2^31 .. 2^31 - 1, as unsigned 32-bit integers
 
 
 DISTRIBUTION_SQL = """

@@ -169,7 +169,8 @@ def test_ks_orders_every_double_exactly(tmp_path: Path) -> None:
     near = [float(np.nextafter(1e-300, 1.0)), float(np.nextafter(1.0, 2.0))]
     pool = [-1.7e308, -1.5, -1e-300, -5e-324, -0.0, 0.0, 5e-324, 1e-300, 1.0, 2.5, 1.7e308, *near]
     rng = np.random.default_rng(11)
-    codes = {-2: 40, -1: 60, 0: 80, 1: 50, 7: 30}  # two reference chunks, three analysis
+    # two reference chunks, three analysis ones (codes as time windows number them, too)
+    codes = {-2: 40, -1: 60, 0: 80, 29_800_000: 50, 1 << 40: 30}
     trials: list[dict[int, np.ndarray]] = []
     for _ in range(25):
         trial = {}
