@@ -223,7 +223,13 @@ def compute_drift(
                 values[(p, int(c), f, "cramers_v")] = v
         ks_columns = [n for n in numeric if n in edges] if spec.ks else []
         if ks_columns:
-            for f, s, ks in _rows(client, drift_sql.ks_sql(data, ks_columns, finite)):
+            # the distinct-values path first; the columns it cannot judge (ties) again
+            ks_rows = _rows(client, drift_sql.ks_distinct_sql(data, ks_columns, finite))
+            tied = sorted({f for f, _s, _ks, distinct in ks_rows if not distinct})
+            ks_rows = [r[:3] for r in ks_rows if r[0] not in tied]
+            if tied:
+                ks_rows += _rows(client, drift_sql.ks_sql(data, tied, finite))
+            for f, s, ks in ks_rows:
                 p, c = ("reference", -int(s) - 1) if s < 0 else ("analysis", int(s))
                 values[(p, c, f, "ks")] = float(ks)
         # PCA is fitted on the even reference chunks and its reference errors come from the

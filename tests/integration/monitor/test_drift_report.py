@@ -143,7 +143,7 @@ _KS_SCRIPT = """
 import json, sys
 import pyarrow as pa
 from services.common.clickhouse import connect
-from services.monitor.drift_sql import ks_sql
+from services.monitor.drift_sql import ks_distinct_sql, ks_sql
 
 client = connect(sys.argv[1])
 out = []
@@ -155,10 +155,34 @@ for i, rows in enumerate(json.loads(sys.stdin.read())):
     counts = {}
     for s, v in rows:
         counts[s] = counts.get(s, 0) + (v not in ("null", "nan", "inf", "-inf"))
-    got = client.query(ks_sql(f"d{i}", ["v"], {"v": counts})).result_rows
-    out.append({str(s): ks for _, s, ks in got})
+    exact = client.query(ks_sql(f"d{i}", ["v"], {"v": counts})).result_rows
+    fast = client.query(ks_distinct_sql(f"d{i}", ["v"], {"v": counts})).result_rows
+    out.append({
+        "exact": {str(s): ks for _, s, ks in exact},
+        "fast": {str(s): [ks, bool(distinct)] for _, s, ks, distinct in fast},
+    })
 print(json.dumps(out))
 """
+
+
+def _ks_in_chdb(tmp_path: Path, trials: list[dict[int, np.ndarray]]) -> list[dict[str, Any]]:
+    """Both KS queries on each trial's chunks, plus NaN, infinities and NULL in each."""
+    rows = [
+        [(c, repr(float(v))) for c, drawn in trial.items() for v in drawn]
+        + [(c, x) for c in trial for x in ("nan", "inf", "-inf", "null")]
+        for trial in trials
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", _KS_SCRIPT, f"chdb://{tmp_path / 'store'}"],
+        input=json.dumps(rows), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return list(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def _scipy_ks(trial: dict[int, np.ndarray]) -> dict[str, float]:
+    reference = np.concatenate([v for c, v in trial.items() if c < 0])
+    return {str(c): float(stats.ks_2samp(reference, v).statistic) for c, v in trial.items()}
 
 
 def test_ks_orders_every_double_exactly(tmp_path: Path) -> None:
@@ -178,23 +202,42 @@ def test_ks_orders_every_double_exactly(tmp_path: Path) -> None:
             some = rng.choice(pool, size=int(rng.integers(1, len(pool) + 1)), replace=False)
             trial[code] = rng.choice(some, size=n, p=rng.dirichlet(np.ones(len(some))))
         trials.append(trial)
-    rows = [
-        [(c, repr(float(v))) for c, drawn in trial.items() for v in drawn]
-        + [(c, x) for c in codes for x in ("nan", "inf", "-inf", "null")]
-        for trial in trials
-    ]
-    proc = subprocess.run(
-        [sys.executable, "-c", _KS_SCRIPT, f"chdb://{tmp_path / 'store'}"],
-        input=json.dumps(rows), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    for trial, got in zip(trials, results, strict=True):
-        reference = np.concatenate([trial[-2], trial[-1]])
-        assert set(got) == {str(c) for c in codes}
-        for code in codes:
-            want = stats.ks_2samp(reference, trial[code]).statistic
-            assert got[str(code)] == pytest.approx(want, abs=1e-12), (code, trial)
+    for trial, got in zip(trials, _ks_in_chdb(tmp_path, trials), strict=True):
+        want = _scipy_ks(trial)
+        assert set(got["exact"]) == set(want)
+        for code, ks in want.items():
+            assert got["exact"][code] == pytest.approx(ks, abs=1e-12), (code, trial)
+        # every trial has ties: the distinct-values query must say it cannot judge it
+        assert not any(distinct for _, distinct in got["fast"].values())
+
+
+def test_ks_of_distinct_values_is_exact_and_knows_when_it_is_not(tmp_path: Path) -> None:
+    """The faster KS (64-bit keys, the value's lowest bits replaced by the chunk) on values
+    spread over every magnitude and sign: exact, and flagged distinct; the same values with
+    a value and its next double, or one value twice, in two chunks: flagged not distinct."""
+    rng = np.random.default_rng(12)
+    codes = {-3: 70, -2: 50, -1: 60, 0: 90, 7: 40, 29_800_000: 80}
+    trials: list[dict[int, np.ndarray]] = []
+    for k in range(12):
+        trial = {}
+        for code, n in codes.items():
+            scale = 10.0 ** rng.uniform(-300, 300, size=n) if k % 2 else 1.0
+            trial[code] = (rng.normal(size=n) + (0.5 if code == 7 else 0.0)) * scale
+        trials.append(trial)
+    near = dict(trials[0])  # 1.5 and its next double: only the lowest mantissa bit differs
+    near[-1], near[0] = np.append(near[-1], 1.5), np.append(near[0], np.nextafter(1.5, 2.0))
+    tie = dict(trials[1])
+    tie[7] = np.append(tie[7], tie[-2][5])
+    results = _ks_in_chdb(tmp_path, [*trials, near, tie])
+    for trial, got in zip(trials, results[: len(trials)], strict=True):
+        want = _scipy_ks(trial)
+        for code, ks in want.items():
+            fast, distinct = got["fast"][code]
+            assert distinct, code
+            assert fast == pytest.approx(ks, abs=1e-12), code
+            assert got["exact"][code] == pytest.approx(ks, abs=1e-12), code
+    for got in results[-2:]:
+        assert not any(distinct for _, distinct in got["fast"].values())
 
 
 def test_only_the_shifted_chunks_alert(report: Report) -> None:
