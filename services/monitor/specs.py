@@ -58,6 +58,10 @@ class ModelMonitorSpec(_Strict):
     thresholds: dict[str, float] = Field(default_factory=dict)  # metric -> fixed threshold
     segments: list[str] = Field(default_factory=list)  # categorical columns to slice by
     multivariate: bool = True
+    # realised performance (binary): a window is judged once it has this many labels; one
+    # still without them after `label_wait_windows` newer closed windows is passed over
+    min_labelled_per_window: int = Field(default=100, ge=1)
+    label_wait_windows: int = Field(default=10, ge=1)
     experiments: ExperimentPolicy = Field(default_factory=ExperimentPolicy)
 
 

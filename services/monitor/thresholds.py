@@ -37,6 +37,7 @@ ABSOLUTE_FLOORS: dict[str, float] = {
     "jensen_shannon": 0.1,
     "cramers_v": 0.1,
     "estimated_auc_drop": 0.05,  # a label-free AUC estimate 0.05 below the reference's
+    "realised_auc_drop": 0.05,  # the labelled AUC 0.05 below the reference windows'
 }
 # Metrics whose floor is relative to their reference level: value must exceed
 # mean(ref) + floor (null rate, in rate points) or mean(ref) * (1 + floor) (reconstruction).

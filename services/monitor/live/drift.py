@@ -38,10 +38,11 @@ from services.monitor.live.traffic import (
     VersionTraffic,
     feature_names,
     label_relation,
+    labelled_predictions,
     version_filter,
     version_relation,
 )
-from services.monitor.performance import estimate_binary
+from services.monitor.performance import estimate_binary, realised_binary
 from services.monitor.sinks.rows import ts
 from services.monitor.specs import ModelMonitorSpec
 from services.monitor.sql import by_time, literal
@@ -58,6 +59,7 @@ __all__ = [
 
 _SEVERITY_NAMES = {2: "warning", 3: "critical"}
 PERFORMANCE_DROP = "estimated_auc_drop"
+REALISED_DROP = "realised_auc_drop"
 
 
 def _columns(names: str) -> list[str]:
@@ -161,6 +163,16 @@ class DriftJob:
                 self._done[(str(model), str(version), "rows")] = (
                     spec.reference_windows + int(judged) - 1
                 )
+        for model, version, metric, last in client.query(
+            "SELECT model, version, metric, toUnixTimestamp64Milli(max(window_start)) "
+            "FROM drift_metrics WHERE NOT is_reference AND metric IN "
+            f"({literal(PERFORMANCE_DROP)}, {literal(REALISED_DROP)}) "
+            "GROUP BY model, version, metric"
+        ).result_rows:
+            spec = specs.get(str(model))
+            if spec is not None:
+                kind = "performance" if metric == PERFORMANCE_DROP else "realised"
+                self._done[(str(model), str(version), kind)] = int(last) // spec.window_ms
         for model, version, metric, feature, sl, state, consecutive, last in client.query(
             "SELECT model, version, metric, feature, slice, "
             "argMax(alert_state, window_start), argMax(consecutive, window_start), "
@@ -297,6 +309,71 @@ class DriftJob:
             )
             for c, (v, n) in sorted(estimates.items())
             if c <= ref_hi or ana_lo <= c <= ana_hi
+        ]
+        self._judge(
+            rows, traffic, spec, outcome, "time", lambda r: (r.chunk * w, (r.chunk + 1) * w)
+        )
+        return outcome
+
+    def run_realised(
+        self, client: Client, traffic: VersionTraffic, spec: ModelMonitorSpec
+    ) -> DriftOutcome:
+        """A realised performance drop (binary tasks, time windows), once the labels are
+        in: each window's AUC over its labelled predictions against the mean over the
+        version's reference windows, as `realised_auc_drop` = reference mean - the window's
+        AUC, thresholded and raised like `estimated_auc_drop`. Windows are judged in order,
+        each once it has `min_labelled_per_window` labels; the walk waits at the first one
+        without them, and passes over it when `label_wait_windows` newer windows have
+        closed (its labels are not coming). Labels that arrive after a window was judged
+        still update its realised metrics in `performance_metrics`, not this alert."""
+        outcome = DriftOutcome()
+        if spec.task != "binary" or spec.window_rows > 0:
+            return outcome
+        vkey = (traffic.model, traffic.version, "realised")
+        plan = window_plan(traffic, spec, self._done.get(vkey), self._max_windows)
+        if plan is None or plan.analysis is None:
+            return outcome
+        w = spec.window_ms
+        (ref_lo, ref_hi), (ana_lo, ana_hi) = plan.reference, plan.analysis
+        closed = (traffic.last_ms - spec.lateness_ms) // w - 1
+        aucs = {
+            c: v
+            for c, v in _realised_auc(client, traffic, ref_lo * w, (ana_hi + 1) * w, w).items()
+            if v[1] >= spec.min_labelled_per_window
+        }
+        reference = [v for c, (v, _) in aucs.items() if ref_lo <= c <= ref_hi]
+        if len(reference) < 2:
+            return outcome  # nothing judged: the reference's labels may still come
+        judged, done = [], ana_lo - 1
+        for c in range(ana_lo, ana_hi + 1):
+            if c in aucs:
+                judged.append(c)
+            elif closed - c < spec.label_wait_windows:
+                break
+            done = c
+        self._done[vkey] = done
+        if not judged:
+            return outcome
+        mean = sum(reference) / len(reference)
+        threshold = derive_threshold(
+            REALISED_DROP, [mean - v for v in reference], overrides=spec.thresholds
+        )
+        rows = [
+            DriftRow(
+                period="reference" if c <= ref_hi else "analysis",
+                chunk=c,
+                start=c * w,
+                end=(c + 1) * w - 1,
+                rows=n,
+                kind="multivariate",
+                feature="",
+                metric=REALISED_DROP,
+                value=mean - v,
+                threshold=threshold.value,
+                alert=threshold.breached(mean - v),
+            )
+            for c, (v, n) in sorted(aucs.items())
+            if c <= ref_hi or c in judged
         ]
         self._judge(
             rows, traffic, spec, outcome, "time", lambda r: (r.chunk * w, (r.chunk + 1) * w)
@@ -497,6 +574,28 @@ def _estimated_auc(
         auc = estimate_binary(np.asarray(scores, dtype=float)).get("auc")
         if auc is not None and math.isfinite(auc.value):
             out[int(chunk)] = (auc.value, len(scores))
+    return out
+
+
+def _realised_auc(
+    client: Client, traffic: VersionTraffic, lo_ms: int, hi_ms: int, window_ms: int
+) -> dict[int, tuple[float, int]]:
+    """Per window in [lo_ms, hi_ms): the AUC of its labelled predictions and how many
+    there are (windows whose labels are all of one class have no AUC)."""
+    source = labelled_predictions(
+        "request_id, time, score",
+        version_filter(traffic.model, traffic.version, lo_ms, hi_ms),
+        traffic.model,
+    )
+    out: dict[int, tuple[float, int]] = {}
+    for chunk, scores, outcomes in client.query(
+        f"SELECT intDiv(toUnixTimestamp64Milli(time), {int(window_ms)}) AS chunk, "
+        f"groupArray(score), groupArray(outcome) FROM {source} WHERE has = 1 GROUP BY chunk",
+        settings={"join_use_nulls": 0},
+    ).result_rows:
+        auc = realised_binary(np.asarray(scores, float), np.asarray(outcomes, float)).get("auc")
+        if auc is not None and math.isfinite(auc):
+            out[int(chunk)] = (float(auc), len(scores))
     return out
 
 

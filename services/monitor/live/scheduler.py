@@ -87,6 +87,7 @@ class Analysis:
             spec = self.spec(traffic.model)
             result.add_drift(self._drift.run(client, traffic, spec))
             result.add_drift(self._drift.run_performance(client, traffic, spec))
+            result.add_drift(self._drift.run_realised(client, traffic, spec))
             perf = performance_rows(
                 client, traffic, spec, self._settings.performance_lookback_windows
             )

@@ -115,7 +115,28 @@ def monitor(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "perf-model", w, 400, rng, sharpness=0.3 if w >= SHIFT_AT else 2.5
         )
     ]
-    harness.publish(t.predictions_log, shift + stable + by_rows + unsure)
+    # concept-model: the same confident scores throughout, but from SHIFT_AT the outcomes
+    # go against them (the world changed, the inputs did not): only labels can tell
+    concept = [
+        item
+        for w in range(SHIFT_AT + 4)
+        for item in _window_predictions("concept-model", w, 400, rng, sharpness=2.5)
+    ]
+    harness.publish(t.predictions_log, shift + stable + by_rows + unsure + concept)
+    concept_labels = []
+    for rid, p in concept:
+        window = (p.time_ms - T0_MS) // W_MS
+        chance = 1 - p.score if window >= SHIFT_AT else p.score
+        label = pb.LabelEvent(
+            label_id=f"l-{rid}",
+            request_id=rid,
+            entity_key=rid,
+            model="concept-model",
+            outcome=float(rng.random() < chance),
+            event_time_ms=p.time_ms + 1_000,
+        )
+        concept_labels.append((rid, label))
+    harness.publish(t.labels_feedback, concept_labels)
     # label-model: only labels, 400 a minute; the positive rate moves from 0.2 to 0.5
     harness.publish(
         t.labels_feedback,
@@ -254,6 +275,25 @@ def test_a_label_free_performance_drop_fires_before_any_label(monitor: MonitorHa
     assert len(drop) == 1 and drop[0].feature == "" and drop[0].value > drop[0].threshold
     assert T0_MS + SHIFT_AT * W_MS <= drop[0].window_start_ms <= T0_MS + (SHIFT_AT + 1) * W_MS
     assert not [e for e in events if e.feature], "no feature moved"
+
+
+def test_a_realised_performance_drop_fires_once_the_labels_show_it(
+    monitor: MonitorHarness,
+) -> None:
+    events = _wait_events(
+        monitor, "concept-model", lambda found: any(e.metric == "realised_auc_drop" for e in found),
+        "a realised_auc_drop DriftEvent",
+    )  # fmt: skip
+    drop = [e for e in events if e.metric == "realised_auc_drop"]
+    assert len(drop) == 1 and drop[0].feature == "" and drop[0].value > 0.3 > drop[0].threshold
+    assert T0_MS + SHIFT_AT * W_MS <= drop[0].window_start_ms <= T0_MS + (SHIFT_AT + 1) * W_MS
+    assert [e.metric for e in events] == ["realised_auc_drop"], "the inputs did not move"
+    before = monitor.query(
+        "SELECT count(), max(value) FROM drift_metrics FINAL WHERE model = 'concept-model' "
+        "AND metric = 'realised_auc_drop' AND window_start < "
+        f"toDateTime64({(T0_MS + SHIFT_AT * W_MS) / 1000}, 3, 'UTC')"
+    )
+    assert before[0][0] == SHIFT_AT and before[0][1] < 0.1  # 10 reference + 3 stable windows
 
 
 def test_late_labels_update_performance(monitor: MonitorHarness) -> None:
