@@ -106,19 +106,6 @@ class FeatureFrame:
             return names, np.empty((self.rows, 0))
         return names, np.column_stack([self.numeric[n] for n in names])
 
-    def categorical_records(self) -> list[dict[str, str]]:
-        """Each row's categorical values by name, missing ones left out."""
-        names = list(self.categorical)
-        if not names:
-            return [{} for _ in range(self.rows)]
-        out: list[dict[str, str]] = []
-        for cats in zip(*(self.categorical[n] for n in names), strict=True):
-            if None in cats:
-                out.append({n: v for n, v in zip(names, cats, strict=True) if v is not None})
-            else:
-                out.append(dict(zip(names, cats, strict=True)))
-        return out
-
     def columns(self) -> dict[str, np.ndarray | list[str | None]]:
         """The frame as the serving client takes it (NaN / None: null in the stored row)."""
         out: dict[str, np.ndarray | list[str | None]] = dict(self.numeric)

@@ -1,4 +1,4 @@
-"""The `numeric` map of many PredictionLogs at once, as protobuf wire bytes.
+"""The feature maps of many PredictionLogs at once, as protobuf wire bytes.
 
 A PredictionBatch of 512 rows logs 512 PredictionLogs, and filling each message's
 `numeric` map (one Python dict, then one map insertion per feature) was most of the cost
@@ -11,7 +11,9 @@ row per prediction, and the values are copied into it column by column (numpy).
 A message's bytes followed by more fields' bytes parse as the merged message (the spec's
 "last one wins" for scalars, entries added for maps), so a record is the PredictionLog of
 the row's other fields, serialised by protobuf, followed by these bytes. Rows with a
-missing value (NaN: the entry is left out) go through protobuf itself.
+missing value (NaN: the entry is left out) go through protobuf itself. The `categorical`
+map's entries (name, value) repeat across rows, so each distinct one is encoded once per
+frame and a row's bytes are its entries joined.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from driftloop.v1 import events_pb2 as ev
 
-__all__ = ["numeric_entries"]
+__all__ = ["categorical_entries", "numeric_entries"]
 
 _LENGTH_DELIMITED, _FIXED64 = 2, 1  # wire types
 
@@ -43,14 +45,19 @@ def _tag(field: FieldDescriptor, wire_type: int) -> bytes:
     return _varint(field.number << 3 | wire_type)
 
 
-_FIELD = ev.PredictionLog.DESCRIPTOR.fields_by_name["numeric"]
-_KEY, _VALUE = (_FIELD.message_type.fields_by_name[n] for n in ("key", "value"))
-if (_KEY.type, _VALUE.type) != (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_DOUBLE):
-    raise TypeError("PredictionLog.numeric is no longer a map<string, double>")
-_TAG, _KEY_TAG, _VALUE_TAG = (
-    _tag(_FIELD, _LENGTH_DELIMITED),
-    _tag(_KEY, _LENGTH_DELIMITED),
-    _tag(_VALUE, _FIXED64),
+def _map_tags(name: str, value_type: int, value_wire: int) -> tuple[bytes, bytes, bytes]:
+    """The tags of PredictionLog map field `name` (map<string, value_type>) and of its
+    entries' key and value."""
+    field = ev.PredictionLog.DESCRIPTOR.fields_by_name[name]
+    key, value = (field.message_type.fields_by_name[n] for n in ("key", "value"))
+    if (key.type, value.type) != (FieldDescriptor.TYPE_STRING, value_type):
+        raise TypeError(f"PredictionLog.{name} is no longer the map this encoder writes")
+    return _tag(field, _LENGTH_DELIMITED), _tag(key, _LENGTH_DELIMITED), _tag(value, value_wire)
+
+
+_TAG, _KEY_TAG, _VALUE_TAG = _map_tags("numeric", FieldDescriptor.TYPE_DOUBLE, _FIXED64)
+_CAT_TAG, _CAT_KEY_TAG, _CAT_VALUE_TAG = _map_tags(
+    "categorical", FieldDescriptor.TYPE_STRING, _LENGTH_DELIMITED
 )
 
 
@@ -80,3 +87,29 @@ def numeric_entries(names: Sequence[str], matrix: np.ndarray) -> list[bytes]:
         kept = {n: v for n, v in zip(names, matrix[i].tolist(), strict=True) if v == v}
         entries[i] = ev.PredictionLog(numeric=kept).SerializeToString()
     return entries
+
+
+def categorical_entries(columns: dict[str, list[str | None]], rows: int) -> list[bytes]:
+    """For each row, the wire bytes of the PredictionLog `categorical` map {name: value}
+    of `columns` (None: the entry is left out)."""
+    if not columns:
+        return [b""] * rows
+    encoded: dict[tuple[str, str], bytes] = {}
+
+    def entry(name: str, value: str) -> bytes:
+        key, val = name.encode(), value.encode()
+        body = _CAT_KEY_TAG + _varint(len(key)) + key + _CAT_VALUE_TAG + _varint(len(val)) + val
+        return _CAT_TAG + _varint(len(body)) + body
+
+    out = []
+    names = list(columns)
+    for values in zip(*columns.values(), strict=True):
+        parts = []
+        for name, value in zip(names, values, strict=True):
+            if value is not None:
+                found = encoded.get((name, value))
+                if found is None:
+                    found = encoded[(name, value)] = entry(name, value)
+                parts.append(found)
+        out.append(b"".join(parts))
+    return out

@@ -27,7 +27,7 @@ from services.common.logging import get_logger
 from services.router.assignment import Assignment, assign
 from services.router.coalescing import Coalescer, VariantResult
 from services.router.features import FeatureFrame, Fill, Lookup, ModelContract, fill_missing
-from services.router.log_wire import numeric_entries
+from services.router.log_wire import categorical_entries, numeric_entries
 from services.router.metrics import RouterMetrics
 from services.router.prediction_log import PredictionLogger, Record
 from services.router.serving_port import FeaturesRejected
@@ -402,19 +402,20 @@ class Router:
         looked_up, age_ms, defaulted = fill.looked_up, fill.age_ms, fill.defaulted
         records = []
         numeric = numeric_entries(*frame.numeric_matrix())
-        for i, categorical in enumerate(frame.categorical_records()):
+        categorical = categorical_entries(frame.categorical, frame.rows)
+        # the fields every row shares, serialised once (a record is this prefix, the row's
+        # own fields and its feature maps: protobuf merges concatenated messages)
+        prefix = ev.PredictionLog(
+            time_ms=now_ms, model=model, shadow=shadow, latency_ms=latency_ms
+        ).SerializeToString()
+        for i in range(frame.rows):
             a = assignments[i]
             msg = ev.PredictionLog(
                 request_id=ids[i],
-                time_ms=now_ms,
-                model=model,
                 version=version_text[versions[i]],
                 variant=variants[i],
-                shadow=shadow,
                 entity_key=keys[i],
-                categorical=categorical,
                 score=score_list[i],
-                latency_ms=latency_ms,
                 experiment=a.experiment,
                 bucket=a.bucket,
                 looked_up=looked_up.get(i, ()),
@@ -422,8 +423,9 @@ class Router:
                 defaulted=defaulted.get(i, ()),
                 error=errors[i] if errors else "",
             )
+            value = prefix + msg.SerializeToString() + numeric[i] + categorical[i]
             key = keys[i] or ids[i]
-            records.append(Record(key.encode(), msg.SerializeToString() + numeric[i], headers))
+            records.append(Record(key.encode(), value, headers))
         self._logger.submit(records)
 
     async def close(self) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from driftloop.v1 import events_pb2 as ev
 from services.router.features import FeatureFrame
-from services.router.log_wire import numeric_entries
+from services.router.log_wire import categorical_entries, numeric_entries
 from services.router.routing import _request_ids
 
 
@@ -27,14 +27,19 @@ def random_frame(rows: int, seed: int) -> FeatureFrame:
 
 
 def _logged(frame: FeatureFrame) -> list[ev.PredictionLog]:
-    """The messages the router's log records parse to (routing._log's assembly)."""
+    """The messages the router's log records parse to (routing._log's assembly: a shared
+    prefix, the row's own fields, its numeric and categorical map entries)."""
     numeric = numeric_entries(*frame.numeric_matrix())
+    categorical = categorical_entries(frame.categorical, frame.rows)
+    prefix = ev.PredictionLog(score=0.5).SerializeToString()
     return [
         ev.PredictionLog.FromString(
-            ev.PredictionLog(request_id=f"r{i}", categorical=cats, score=0.5).SerializeToString()
+            prefix
+            + ev.PredictionLog(request_id=f"r{i}").SerializeToString()
             + numeric[i]
+            + categorical[i]
         )
-        for i, cats in enumerate(frame.categorical_records())
+        for i in range(frame.rows)
     ]
 
 
@@ -58,6 +63,17 @@ def test_logged_records_of_a_frame_without_categorical_or_numeric_columns() -> N
     only_categorical = FeatureFrame(7, {}, frame.categorical)
     for f in (only_numeric, only_categorical, FeatureFrame(0, frame.numeric, {})):
         assert _logged(f) == _expected(f)
+
+
+def test_logged_categorical_values_of_any_length_and_script() -> None:
+    names = ["plan", "région", "k" * 130]
+    values = ["", "gold", "Zürich", "東京", "v" * 300, None]
+    rng = np.random.default_rng(4)
+    columns: dict[str, list[str | None]] = {
+        n: [values[int(j)] for j in rng.integers(len(values), size=50)] for n in names
+    }
+    frame = FeatureFrame(50, {}, columns)
+    assert _logged(frame) == _expected(frame)
 
 
 def test_logged_numeric_values_keep_every_double_and_any_name() -> None:
