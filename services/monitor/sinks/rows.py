@@ -25,7 +25,7 @@ __all__ = [
     "SINK_TABLES",
     "Row",
     "TableSpec",
-    "dedupe_in_batch",
+    "keyed_once",
     "rejected_row",
     "spec_for_message",
     "ts",
@@ -330,13 +330,10 @@ def unstorable_row(env: Envelope, reason: str, now_ms: int) -> Row:
     )
 
 
-def dedupe_in_batch(spec: TableSpec, rows: Sequence[Row]) -> list[Row]:
-    """The first row of each key (a producer retry can repeat a record within a batch)."""
-    seen: set[str] = set()
-    out: list[Row] = []
+def keyed_once(spec: TableSpec, rows: Sequence[Row]) -> dict[str, Row]:
+    """The first row of each key, by key, in the rows' order (a producer retry can repeat a
+    record within a batch)."""
+    out: dict[str, Row] = {}
     for row in rows:
-        key = spec.key_of(row)
-        if key not in seen:
-            seen.add(key)
-            out.append(row)
+        out.setdefault(spec.key_of(row), row)
     return out

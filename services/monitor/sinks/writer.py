@@ -41,7 +41,7 @@ from services.monitor.sinks.rows import (
     SINK_TABLES,
     Row,
     TableSpec,
-    dedupe_in_batch,
+    keyed_once,
     rejected_row,
     spec_for_message,
     ts,
@@ -143,13 +143,16 @@ _SPECS_BY_TABLE: dict[str, TableSpec] = {s.table: s for s in SINK_TABLES.values(
 _SPECS_BY_TABLE[_REJECTED.table] = _REJECTED
 
 
-def _existing_keys(client: Client, spec: TableSpec, rows: Sequence[Row]) -> set[str]:
+def _existing_keys(
+    client: Client, spec: TableSpec, rows: Sequence[Row], keys: Sequence[str] | None = None
+) -> set[str]:
     """The keys of `rows` the store already holds. With a time column, first one query for
     every key stored within the batch's time range (none for a live stream's new batch, the
     batch itself on a replay), intersected here; only when that range holds more than
     `_RANGE_FACTOR` x the batch, the keys are sent in chunks (`k IN ...`, which the store
     parses per key: ~10 us each). Both answer exactly the same question."""
-    keys = [spec.key_of(r) for r in rows]
+    if keys is None:
+        keys = [spec.key_of(r) for r in rows]
     where = ""
     if spec.time_column is not None:
         times = [r[spec.time_index] for r in rows]
@@ -183,9 +186,9 @@ def write_pending(client: Client, pending: PendingWrite) -> WriteResult:
         if not rows:
             continue
         spec = _SPECS_BY_TABLE[table]
-        unique = dedupe_in_batch(spec, rows)
-        existing = _existing_keys(client, spec, unique)
-        fresh = [r for r in unique if spec.key_of(r) not in existing]
+        unique = keyed_once(spec, rows)
+        existing = _existing_keys(client, spec, list(unique.values()), list(unique))
+        fresh = [r for k, r in unique.items() if k not in existing]
         failed: list[tuple[Row, str]] = []
         if fresh:
             failed = _insert(client, spec, fresh)

@@ -11,7 +11,7 @@ from driftloop.v1 import events_pb2 as pb
 from services.common.kafka import ConsumedBatch
 from services.common.kafka_serde import DecodeFailure, Envelope
 from services.monitor.sinks.arrow import to_arrow
-from services.monitor.sinks.rows import SINK_TABLES, dedupe_in_batch
+from services.monitor.sinks.rows import SINK_TABLES, keyed_once
 from services.monitor.sinks.writer import SinkBuffer, write_pending
 
 
@@ -24,7 +24,7 @@ def test_shadow_copies_keep_their_own_key_and_repeats_collapse() -> None:
     live = spec.to_row(_env(pb.PredictionLog(request_id="r1", numeric={"b": 2, "a": 1}), 0))
     shadow = spec.to_row(_env(pb.PredictionLog(request_id="r1", shadow=True), 1))
     assert spec.key_of(live) != spec.key_of(shadow)
-    assert dedupe_in_batch(spec, [live, shadow, live]) == [live, shadow]
+    assert list(keyed_once(spec, [live, shadow, live]).values()) == [live, shadow]
     names = live[spec.columns.index("feature_names")]
     values = live[spec.columns.index("feature_values")]
     assert dict(zip(names, values, strict=True)) == {"a": 1.0, "b": 2.0}
