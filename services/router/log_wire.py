@@ -28,6 +28,7 @@ from driftloop.v1 import events_pb2 as ev
 __all__ = ["categorical_entries", "numeric_entries"]
 
 _LENGTH_DELIMITED, _FIXED64 = 2, 1  # wire types
+_FEW_ROWS = 4  # up to this many rows, the numeric maps go through protobuf itself
 
 
 def _varint(n: int) -> bytes:
@@ -67,6 +68,13 @@ def numeric_entries(names: Sequence[str], matrix: np.ndarray) -> list[bytes]:
     rows = matrix.shape[0]
     if not names or rows == 0:
         return [b""] * rows
+    if rows <= _FEW_ROWS:  # laying out the matrix costs more than protobuf for a few rows
+        return [
+            ev.PredictionLog(
+                numeric={n: v for n, v in zip(names, values, strict=True) if v == v}
+            ).SerializeToString()
+            for values in matrix.tolist()
+        ]
     heads: list[bytes] = []
     for name in names:
         key = name.encode()

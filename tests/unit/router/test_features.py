@@ -63,6 +63,8 @@ def test_logged_records_of_a_frame_without_categorical_or_numeric_columns() -> N
     only_categorical = FeatureFrame(7, {}, frame.categorical)
     for f in (only_numeric, only_categorical, FeatureFrame(0, frame.numeric, {})):
         assert _logged(f) == _expected(f)
+    for rows in (1, 2, 5):  # a few rows go through protobuf, more through the byte matrix
+        assert _logged(random_frame(rows, rows)) == _expected(random_frame(rows, rows))
 
 
 def test_logged_categorical_values_of_any_length_and_script() -> None:
