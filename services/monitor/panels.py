@@ -38,7 +38,7 @@ _M = "model = '${model}'"
 def _metric_series(metric: str) -> str:
     return (
         "SELECT window_start AS time, feature AS series, value FROM drift_metrics FINAL "
-        f"WHERE {_M} AND metric = '{metric}' AND NOT is_reference "
+        f"WHERE {_M} AND metric = '{metric}' AND NOT is_reference AND slice = '' "
         "AND $__timeFilter(window_start) ORDER BY time"
     )
 
@@ -59,13 +59,13 @@ DASHBOARDS: tuple[Dashboard, ...] = (
                 "Drift alerts per window",
                 "timeseries",
                 "SELECT window_start AS time, metric AS series, countIf(breached) AS value "
-                f"FROM drift_metrics FINAL WHERE {_M} AND NOT is_reference "
+                f"FROM drift_metrics FINAL WHERE {_M} AND NOT is_reference AND slice = '' "
                 "AND $__timeFilter(window_start) GROUP BY time, series ORDER BY time",
             ),
             Panel(
                 "Open incidents",
                 "table",
-                "SELECT metric, feature, version, opened_window, last_window, peak_value, "
+                "SELECT metric, feature, slice, version, opened_window, last_window, peak_value, "
                 f"threshold, severity FROM alert_incidents FINAL WHERE {_M} "
                 "AND closed_window IS NULL ORDER BY opened_window DESC",
             ),
@@ -86,14 +86,15 @@ DASHBOARDS: tuple[Dashboard, ...] = (
                 "PCA reconstruction error (multivariate)",
                 "timeseries",
                 "SELECT window_start AS time, if(is_reference, 'reference', 'live') AS series, "
-                f"value FROM drift_metrics FINAL WHERE {_M} "
+                f"value FROM drift_metrics FINAL WHERE {_M} AND slice = '' "
                 "AND metric = 'pca_reconstruction_error' AND $__timeFilter(window_start) "
                 "ORDER BY time",
             ),
             Panel(
                 "Values above their threshold",
                 "table",
-                "SELECT window_start, version, feature, metric, value, threshold, alert_state "
+                "SELECT window_start, version, feature, slice, metric, value, threshold, "
+                "alert_state "
                 f"FROM drift_metrics FINAL WHERE {_M} AND breached AND NOT is_reference "
                 "AND $__timeFilter(window_start) ORDER BY window_start DESC LIMIT 200",
             ),

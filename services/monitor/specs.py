@@ -57,6 +57,10 @@ class ModelMonitorSpec(_Strict):
     clear_after: int = Field(ge=1)
     thresholds: dict[str, float] = Field(default_factory=dict)  # metric -> fixed threshold
     segments: list[str] = Field(default_factory=list)  # categorical columns to slice by
+    # drift per value of these categorical columns as well (slice "column=value"), for
+    # the values with at least `drift_segment_min_rows` predictions in the reference
+    drift_segments: list[str] = Field(default_factory=list)
+    drift_segment_min_rows: int = Field(default=1_000, ge=1)
     multivariate: bool = True
     # realised performance (binary): a window is judged once it has this many labels; one
     # still without them after `label_wait_windows` newer closed windows is passed over

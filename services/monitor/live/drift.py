@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from services.monitor.live.traffic import (
     feature_names,
     label_relation,
     labelled_predictions,
+    segment_value,
     version_filter,
     version_relation,
 )
@@ -216,21 +217,29 @@ class DriftJob:
             overrides=spec.thresholds,
             bins=self._reference_bins(traffic, numeric),
         )
-        rel = version_relation  # the same columns on both sides
-        ref_sql = by_time(
-            rel(traffic.model, traffic.version, ref_lo, ref_hi, numeric, categorical),
-            w,
-            TIME_COLUMN,
-        )
-        ana_sql = by_time(
-            rel(traffic.model, traffic.version, ana_lo, ana_hi, numeric, categorical),
-            w,
-            TIME_COLUMN,
-        )
-        rows = compute_drift(client, ref_sql, ana_sql, drift_spec)
-        self._judge(
-            rows, traffic, spec, outcome, "time", lambda r: (r.chunk * w, (r.chunk + 1) * w)
-        )
+
+        def bounds(r: DriftRow) -> tuple[int, int]:
+            return r.chunk * w, (r.chunk + 1) * w
+
+        slices: list[tuple[str, str] | None] = [None]
+        slices += _segments(client, traffic, spec, ref_lo, ref_hi)
+        for segment in slices:
+            cats = [c for c in categorical if segment is None or c != segment[0]]
+            ref_sql, ana_sql = (
+                by_time(
+                    version_relation(
+                        traffic.model, traffic.version, lo, hi, numeric, cats, segment=segment
+                    ),
+                    w,
+                    TIME_COLUMN,
+                )
+                for lo, hi in ((ref_lo, ref_hi), (ana_lo, ana_hi))
+            )
+            rows = compute_drift(
+                client, ref_sql, ana_sql, replace(drift_spec, categorical=tuple(cats))
+            )
+            name = "" if segment is None else f"{segment[0]}={segment[1]}"
+            self._judge(rows, traffic, spec, outcome, "time", bounds, slice_=name)
         self._done[vkey] = plan.analysis[1]
         return outcome
 
@@ -438,6 +447,7 @@ class DriftJob:
         outcome: DriftOutcome,
         kind: str,
         bounds: Callable[[DriftRow], tuple[int, int]],
+        slice_: str = "",
     ) -> None:
         now = ts(int(time.time() * 1000))
         ref_rows = sum(r.rows for r in rows if r.period == "reference" and r.metric == "psi")
@@ -448,7 +458,7 @@ class DriftJob:
             state, consecutive, severity = "", 0, ""
             alertable = math.isfinite(row.threshold) and row.period == "analysis"
             if alertable:
-                key = AlertKey(f"{traffic.model}@{traffic.version}", metric, feature, "")
+                key = AlertKey(f"{traffic.model}@{traffic.version}", metric, feature, slice_)
                 obs = Observation(
                     key, traffic.version, start_ms, end_ms, row.value, row.threshold, row.alert
                 )
@@ -467,7 +477,7 @@ class DriftJob:
                     ts(end_ms),
                     metric,
                     feature,
-                    "",
+                    slice_,
                     row.value,
                     row.threshold,
                     bool(row.alert),
@@ -502,7 +512,7 @@ class DriftJob:
                 window_end_ms=obs.window_end_ms,
                 metric=metric,
                 feature=feature,
-                slice="",
+                slice=obs.key.slice,
                 value=obs.value,
                 threshold=obs.threshold,
                 severity=firing.severity,  # type: ignore[arg-type]
@@ -574,6 +584,22 @@ def _estimated_auc(
         auc = estimate_binary(np.asarray(scores, dtype=float)).get("auc")
         if auc is not None and math.isfinite(auc.value):
             out[int(chunk)] = (auc.value, len(scores))
+    return out
+
+
+def _segments(
+    client: Client, traffic: VersionTraffic, spec: ModelMonitorSpec, lo_ms: int, hi_ms: int
+) -> list[tuple[str, str] | None]:
+    """(column, value) of every `drift_segments` value with at least
+    `drift_segment_min_rows` predictions in the reference windows."""
+    out: list[tuple[str, str] | None] = []
+    for column in spec.drift_segments:
+        rows = client.query(
+            f"SELECT {segment_value(column)} AS v, count() AS n FROM predictions "
+            f"WHERE {version_filter(traffic.model, traffic.version, lo_ms, hi_ms)} "
+            f"GROUP BY v HAVING v != '' AND n >= {int(spec.drift_segment_min_rows)} ORDER BY v"
+        ).result_rows
+        out += [(column, str(v)) for v, _n in rows]
     return out
 
 

@@ -119,9 +119,11 @@ def version_relation(
     numeric: Sequence[str],
     categorical: Sequence[str],
     extra: Sequence[str] = (),
+    segment: tuple[str, str] | None = None,
 ) -> str:
     """`(SELECT …)`: the version's predictions in [lo_ms, hi_ms), one column per feature,
-    `__t` (epoch ms) and `__score`."""
+    `__t` (epoch ms) and `__score`; with `segment` (column, value), only those whose
+    categorical `column` is `value`."""
     cols = [f"toUnixTimestamp64Milli(time) AS {TIME_COLUMN}", f"score AS {SCORE_COLUMN}"]
     for name in numeric:
         i = f"indexOf(feature_names, {literal(name)})"
@@ -134,7 +136,13 @@ def version_relation(
             f"if({i} = 0, CAST(NULL AS Nullable(String)), category_values[{i}]) AS {ident(name)}"
         )
     cols.extend(extra)
-    return (
-        f"(SELECT {', '.join(cols)} FROM predictions "
-        f"WHERE {version_filter(model, version, lo_ms, hi_ms)})"
-    )
+    where = version_filter(model, version, lo_ms, hi_ms)
+    if segment is not None:
+        where += f" AND {segment_value(segment[0])} = {literal(segment[1])}"
+    return f"(SELECT {', '.join(cols)} FROM predictions WHERE {where})"
+
+
+def segment_value(column: str) -> str:
+    """A prediction's value of categorical `column` ('' when it has none)."""
+    i = f"indexOf(category_names, {literal(column)})"
+    return f"if({i} = 0, '', category_values[{i}])"

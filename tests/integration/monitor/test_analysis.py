@@ -79,6 +79,9 @@ def monitor(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     (tmp / "models" / "shift-model.yaml").write_text(
         "name: shift-model\ngate: {task: binary}\nmonitor:\n  segments: [region]\n"
     )
+    (tmp / "models" / "segment-model.yaml").write_text(
+        "name: segment-model\nmonitor:\n  drift_segments: [region]\n  drift_segment_min_rows: 500\n"
+    )
     (tmp / "models" / "rows-model.yaml").write_text(
         "name: rows-model\nmonitor:\n  window_rows: 500\n  thresholds: {null_rate: 0.5}\n"
     )
@@ -122,7 +125,14 @@ def monitor(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         for w in range(SHIFT_AT + 4)
         for item in _window_predictions("concept-model", w, 400, rng, sharpness=2.5)
     ]
-    harness.publish(t.predictions_log, shift + stable + by_rows + unsure + concept)
+    # segment-model: from SHIFT_AT, f2 moves by +1 sigma for region=north only
+    segment = []
+    for w in range(SHIFT_AT + 4):
+        for rid, p in _window_predictions("segment-model", w, 400, rng):
+            if w >= SHIFT_AT and p.categorical["region"] == "north":
+                p.numeric["f2"] += 1.0
+            segment.append((rid, p))
+    harness.publish(t.predictions_log, shift + stable + by_rows + unsure + concept + segment)
     concept_labels = []
     for rid, p in concept:
         window = (p.time_ms - T0_MS) // W_MS
@@ -294,6 +304,27 @@ def test_a_realised_performance_drop_fires_once_the_labels_show_it(
         f"toDateTime64({(T0_MS + SHIFT_AT * W_MS) / 1000}, 3, 'UTC')"
     )
     assert before[0][0] == SHIFT_AT and before[0][1] < 0.1  # 10 reference + 3 stable windows
+
+
+def test_drift_in_one_segment_fires_for_that_slice_only(monitor: MonitorHarness) -> None:
+    events = _wait_events(
+        monitor, "segment-model", lambda found: any(e.slice == "region=north" for e in found),
+        "a DriftEvent for the region=north slice",
+    )  # fmt: skip
+    north = [e for e in events if e.slice == "region=north"]
+    assert {e.feature for e in north if e.feature} == {"f2"}, north  # "": model-level
+    first = min(e.window_start_ms for e in north)
+    assert T0_MS + SHIFT_AT * W_MS <= first <= T0_MS + (SHIFT_AT + 1) * W_MS
+    wait_until(lambda: _judged(monitor, "segment-model"), lambda n: n >= 6, 60, "judged windows")
+    assert not [
+        e
+        for e in _events(monitor)
+        if e.model == "segment-model" and e.slice not in ("", "region=north")
+    ]
+    slices = monitor.query(
+        "SELECT DISTINCT slice FROM drift_metrics WHERE model = 'segment-model' ORDER BY slice"
+    )
+    assert [s for (s,) in slices] == ["", "region=north", "region=south"]
 
 
 def test_late_labels_update_performance(monitor: MonitorHarness) -> None:
