@@ -74,17 +74,39 @@ def categorical_hist_sql(data: str, columns: Sequence[str]) -> str:
     return " UNION ALL ".join(branches)
 
 
+_SIGN = 1 << 63  # a Float64's sign bit, as an unsigned 64-bit integer
+# a Float64's bits `b` as an unsigned integer in the values' order (sign flipped for
+# positives, every bit for negatives)
+_ORDER_BITS = f"if(b >= {_SIGN}, bitNot(b), bitOr(b, {_SIGN}))"
+
+
+def _finite_bits(data: str, name: str) -> str:
+    """`FROM …` the rows' chunk codes `__s` and the bits `b` of the column's finite values."""
+    return (
+        f"FROM (SELECT __s, reinterpretAsUInt64(v) AS b FROM (SELECT __s, {value(name)} AS v "
+        f"FROM {data}) WHERE isFinite(v))"
+    )
+
+
+def _chunk_codes(counts: Mapping[int, int], index_type: str) -> tuple[int, str, str, str]:
+    """For a column's finite values per chunk code: how many codes are the reference's
+    (< 0, so first), the sorted codes and their sizes as SQL arrays (an index i's code is
+    `codes[i + 1]`), and the index of `__s` among the codes as SQL of `index_type`."""
+    codes = sorted(counts)
+    codes_sql = f"CAST([{', '.join(map(str, codes))}] AS Array(Int64))"
+    sizes_sql = f"CAST([{', '.join(str(counts[c]) for c in codes)}] AS Array(Float64))"
+    indices = f"CAST(range({len(codes)}) AS Array({index_type}))"
+    index = f"transform(__s, {codes_sql}, {indices}, to{index_type}(0))"
+    return sum(1 for c in codes if c < 0), codes_sql, sizes_sql, index
+
+
 def ks_sql(data: str, columns: Sequence[str], counts: Mapping[str, Mapping[int, int]]) -> str:
     """(feature, s, ks) for every column and chunk code s; `counts[column][s]` is the
     number of finite values of the column in chunk s (every code of `data`). In the keys, a
     code is its index among the sorted codes, so the reference's codes (< 0) come first."""
     branches = []
     for name in columns:
-        codes = sorted(counts[name])
-        n_ref = sum(1 for c in codes if c < 0)
-        codes_sql = f"CAST([{', '.join(map(str, codes))}] AS Array(Int64))"
-        index_sql = f"CAST(range({len(codes)}) AS Array(UInt32))"
-        sizes_sql = f"CAST([{', '.join(str(counts[name][c]) for c in codes)}] AS Array(Float64))"
+        n_ref, codes_sql, sizes_sql, index = _chunk_codes(counts[name], "UInt32")
         branches.append(
             f"""
 SELECT {literal(name)} AS feature, {codes_sql}[i + 1] AS s, max(d) AS ks
@@ -109,19 +131,14 @@ FROM (
         if(last, abs(le / nr - r / m), 0.), if(first, abs(lt / nr - (r - 1) / m), 0.)),
       ref_le, ref_lt, rank, n, run_last, run_first) AS D
   FROM (
-    SELECT groupArray(bitOr(bitShiftLeft(toUInt128(if(b >= {_SIGN}, bitNot(b), bitOr(b, {_SIGN}))),
-      32), toUInt128(transform(__s, {codes_sql}, {index_sql}, toUInt32(0))))) AS K0
-    FROM (SELECT __s, reinterpretAsUInt64(v) AS b FROM (
-      SELECT __s, {value(name)} AS v FROM {data}) WHERE isFinite(v))
+    SELECT groupArray(bitOr(bitShiftLeft(toUInt128({_ORDER_BITS}), 32), toUInt128({index})))
+      AS K0 {_finite_bits(data, name)}
   )
 )
 ARRAY JOIN I AS i, D AS d
 GROUP BY i"""
         )
     return " UNION ALL ".join(branches)
-
-
-_SIGN = 1 << 63  # a Float64's sign bit, as an unsigned 64-bit integer
 
 
 def ks_distinct_sql(
@@ -136,12 +153,8 @@ def ks_distinct_sql(
     bits told them apart) the column's `ks` means nothing and `ks_sql` must judge it."""
     branches = []
     for name in columns:
-        codes = sorted(counts[name])
-        bits = _code_bits(len(codes))
-        n_ref = sum(1 for c in codes if c < 0)
-        codes_sql = f"CAST([{', '.join(map(str, codes))}] AS Array(Int64))"
-        index_sql = f"CAST(range({len(codes)}) AS Array(UInt64))"
-        sizes_sql = f"CAST([{', '.join(str(counts[name][c]) for c in codes)}] AS Array(Float64))"
+        bits = _code_bits(len(counts[name]))
+        n_ref, codes_sql, sizes_sql, index = _chunk_codes(counts[name], "UInt64")
         branches.append(
             f"""
 SELECT {literal(name)} AS feature, {codes_sql}[i + 1] AS s, max(d) AS ks, any(distinct) AS distinct
@@ -158,11 +171,8 @@ FROM (
     arrayMap((le, ir, r, m) -> greatest(abs(le / nr - r / m), abs((le - ir) / nr - (r - 1) / m)),
       cum_ref, is_ref, rank, n) AS D
   FROM (
-    SELECT groupArray(bitOr(bitAnd(if(b >= {_SIGN}, bitNot(b), bitOr(b, {_SIGN})),
-      {((1 << 64) - 1) ^ ((1 << bits) - 1)}), transform(__s, {codes_sql}, {index_sql},
-      toUInt64(0)))) AS K0
-    FROM (SELECT __s, reinterpretAsUInt64(v) AS b FROM (
-      SELECT __s, {value(name)} AS v FROM {data}) WHERE isFinite(v))
+    SELECT groupArray(bitOr(bitAnd({_ORDER_BITS}, {((1 << 64) - 1) ^ ((1 << bits) - 1)}),
+      {index})) AS K0 {_finite_bits(data, name)}
   )
 )
 ARRAY JOIN I AS i, D AS d

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -294,34 +294,9 @@ class DriftJob:
         w = spec.window_ms
         (ref_lo, ref_hi), (ana_lo, ana_hi) = plan.reference, plan.analysis
         estimates = _estimated_auc(client, traffic, ref_lo * w, (ana_hi + 1) * w, w)
-        reference = {c: v for c, v in estimates.items() if ref_lo <= c <= ref_hi}
         self._done[vkey] = ana_hi
-        if len(reference) < 2:
-            return outcome
-        mean = sum(v for v, _ in reference.values()) / len(reference)
-        threshold = derive_threshold(
-            PERFORMANCE_DROP, [mean - v for v, _ in reference.values()], overrides=spec.thresholds
-        )
-        rows = [
-            DriftRow(
-                period="reference" if c <= ref_hi else "analysis",
-                chunk=c,
-                start=c * w,
-                end=(c + 1) * w - 1,
-                rows=n,
-                kind="multivariate",
-                feature="",
-                metric=PERFORMANCE_DROP,
-                value=mean - v,
-                threshold=threshold.value,
-                alert=threshold.breached(mean - v),
-            )
-            for c, (v, n) in sorted(estimates.items())
-            if c <= ref_hi or ana_lo <= c <= ana_hi
-        ]
-        self._judge(
-            rows, traffic, spec, outcome, "time", lambda r: (r.chunk * w, (r.chunk + 1) * w)
-        )
+        judged = range(ana_lo, ana_hi + 1)
+        self._judge_drop(PERFORMANCE_DROP, estimates, ref_hi, judged, traffic, spec, outcome)
         return outcome
 
     def run_realised(
@@ -350,8 +325,7 @@ class DriftJob:
             for c, v in _realised_auc(client, traffic, ref_lo * w, (ana_hi + 1) * w, w).items()
             if v[1] >= spec.min_labelled_per_window
         }
-        reference = [v for c, (v, _) in aucs.items() if ref_lo <= c <= ref_hi]
-        if len(reference) < 2:
+        if sum(1 for c in aucs if c <= ref_hi) < 2:
             return outcome  # nothing judged: the reference's labels may still come
         judged, done = [], ana_lo - 1
         for c in range(ana_lo, ana_hi + 1):
@@ -361,12 +335,31 @@ class DriftJob:
                 break
             done = c
         self._done[vkey] = done
-        if not judged:
-            return outcome
+        if judged:
+            self._judge_drop(REALISED_DROP, aucs, ref_hi, judged, traffic, spec, outcome)
+        return outcome
+
+    def _judge_drop(
+        self,
+        metric: str,
+        windows: Mapping[int, tuple[float, int]],
+        ref_hi: int,
+        judged: Container[int],
+        traffic: VersionTraffic,
+        spec: ModelMonitorSpec,
+        outcome: DriftOutcome,
+    ) -> None:
+        """`metric` = the reference windows' mean of a per-window value (window -> (value,
+        rows); windows up to `ref_hi` are the reference) - each window's value, with its
+        threshold from the reference windows' own drops; the `judged` windows are judged."""
+        reference = [v for c, (v, _) in windows.items() if c <= ref_hi]
+        if len(reference) < 2:
+            return
         mean = sum(reference) / len(reference)
         threshold = derive_threshold(
-            REALISED_DROP, [mean - v for v in reference], overrides=spec.thresholds
+            metric, [mean - v for v in reference], overrides=spec.thresholds
         )
+        w = spec.window_ms
         rows = [
             DriftRow(
                 period="reference" if c <= ref_hi else "analysis",
@@ -376,18 +369,17 @@ class DriftJob:
                 rows=n,
                 kind="multivariate",
                 feature="",
-                metric=REALISED_DROP,
+                metric=metric,
                 value=mean - v,
                 threshold=threshold.value,
                 alert=threshold.breached(mean - v),
             )
-            for c, (v, n) in sorted(aucs.items())
+            for c, (v, n) in sorted(windows.items())
             if c <= ref_hi or c in judged
         ]
         self._judge(
             rows, traffic, spec, outcome, "time", lambda r: (r.chunk * w, (r.chunk + 1) * w)
         )
-        return outcome
 
     def _reference_bins(
         self, traffic: VersionTraffic, numeric: Sequence[str]
