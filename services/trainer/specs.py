@@ -44,6 +44,9 @@ class ModelSpec(BaseModel):
     gate: GateConfig = GateConfig()
     # workers > 1: one data-parallel fit on that many Ray workers (distributed.py)
     distributed: DistributedSpec = DistributedSpec()
+    # The monitor's section of the same file (services/monitor/specs.py validates it):
+    # carried, not read, so one spec can configure both services as the README shows.
+    monitor: dict[str, JsonValue] = Field(default_factory=dict)
     description: str = ""
 
     @model_validator(mode="after")

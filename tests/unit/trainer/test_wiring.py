@@ -60,6 +60,14 @@ def test_a_spec_with_a_duplicate_key_is_refused_not_silently_overridden(tmp_path
         load_model_specs(tmp_path, SCHEMAS)
 
 
+def test_a_spec_with_the_monitors_section_loads_for_the_trainer(tmp_path: Path) -> None:
+    # one file configures both services (README: "a model spec's `monitor:` section")
+    (tmp_path / "m.yaml").write_text(
+        "name: m1\ndataset: credit\nmonitor: {reference_windows: 5, thresholds: {psi: 0.25}}\n"
+    )
+    assert load_model_specs(tmp_path, SCHEMAS)["m1"].dataset == "credit"
+
+
 def test_events_become_triggers_for_the_models_they_concern() -> None:
     specs = load_model_specs(REPO_ROOT / "deploy" / "models", SCHEMAS).values()
     version = pb.DatasetVersion(
