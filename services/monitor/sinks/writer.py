@@ -49,7 +49,7 @@ from services.monitor.sinks.rows import (
 )
 from services.monitor.store import INSERT_SETTINGS
 
-__all__ = ["PendingWrite", "SinkBuffer", "WriteResult", "write_pending"]
+__all__ = ["SINK_INSERT_SETTINGS", "PendingWrite", "SinkBuffer", "WriteResult", "write_pending"]
 
 _REJECTED = TableSpec(
     "sink_rejected",
@@ -58,6 +58,12 @@ _REJECTED = TableSpec(
     to_row=lambda env: (),
     key_index=lambda r: f"{r[0]}/{r[1]}/{r[2]}",
 )
+# A written block holds one row per sink key (`keyed_once`), and every sink table's sorting
+# key determines its sink key (tests/integration/monitor/test_sink_key_check.py checks it on
+# the migrated store), so no two rows of a block share a sorting key: ReplacingMergeTree's
+# merge of the block on insert (`optimize_on_insert`) could not remove a row. Skipping it
+# saves ~30 % of an insert (20k predictions: ~77 -> ~55 ms).
+SINK_INSERT_SETTINGS: dict[str, object] = {**INSERT_SETTINGS, "optimize_on_insert": 0}
 _CHECK_CHUNK = 5_000  # keys per key-check query
 _RANGE_FACTOR = 4  # stored rows in the batch's time range fetched whole, per batch row
 _log = get_logger(__name__)
@@ -158,8 +164,8 @@ def _existing_keys(
         times = [r[spec.time_index] for r in rows]
         lo, hi = min(times), max(times)
         where = (
-            f"{spec.time_column} >= toDateTime64('{lo:%Y-%m-%d %H:%M:%S.%f}', 3, 'UTC') AND "
-            f"{spec.time_column} <= toDateTime64('{hi:%Y-%m-%d %H:%M:%S.%f}', 3, 'UTC')"
+            f"{spec.time_column} >= fromUnixTimestamp64Milli(toInt64({int(lo)}), 'UTC') AND "
+            f"{spec.time_column} <= fromUnixTimestamp64Milli(toInt64({int(hi)}), 'UTC')"
         )
         limit = _RANGE_FACTOR * len(keys)
         stored = client.query(
@@ -214,7 +220,8 @@ def _insert_or_raise(client: Client, spec: TableSpec, rows: Sequence[Row]) -> No
     types = _TYPES.get(spec.table)
     if types is None:
         types = _TYPES[spec.table] = column_types(client, spec.table)
-    client.insert_arrow(spec.table, to_arrow(rows, spec.columns, types), settings=INSERT_SETTINGS)
+    table = to_arrow(rows, spec.columns, types)
+    client.insert_arrow(spec.table, table, settings=SINK_INSERT_SETTINGS)
 
 
 def _insert(client: Client, spec: TableSpec, rows: Sequence[Row]) -> list[tuple[Row, str]]:

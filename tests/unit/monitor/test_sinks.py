@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import pyarrow as pa
@@ -159,3 +160,31 @@ def test_float_list_columns_convert_exactly_and_nullable_items_stay_nullable() -
     assert table.column("maybe").to_pylist() == [[None, 1.0], [], [2.0]]  # the fallback
     assert not table.schema.field("values").type.value_field.nullable
     assert table.schema.field("maybe").type.value_field.nullable
+
+
+def test_prediction_rows_convert_to_the_messages_own_values() -> None:
+    """The predictions rows keep epoch ms and numpy feature values; Arrow gets them back
+    exactly (times to the millisecond, floats bit for bit, names by row)."""
+    spec = SINK_TABLES[pb.PredictionLog]
+    messages = [
+        pb.PredictionLog(request_id="a", time_ms=1_796_083_200_123, numeric={"x": 0.1, "y": -0.0}),
+        pb.PredictionLog(request_id="b", numeric={"x": 1e308, "y": 5e-324}),  # Kafka's time
+        pb.PredictionLog(request_id="c", numeric={"z": float("inf")}, categorical={"r": "n"}),
+        pb.PredictionLog(request_id="d"),
+    ]
+    rows = [spec.to_row(_env(m, i)) for i, m in enumerate(messages)]
+    got = to_arrow(rows, spec.columns, _TYPES["predictions"]).to_pylist()
+    assert [r["time"].timestamp() for r in got] == [1_796_083_200.123, 1.0, 1.0, 1.0]
+    for row, m in zip(got, messages, strict=True):
+        values = dict(zip(row["feature_names"], row["feature_values"], strict=True))
+        assert {k: struct.pack("<d", v) for k, v in values.items()} == {
+            k: struct.pack("<d", v) for k, v in m.numeric.items()
+        }
+        assert dict(zip(row["category_names"], row["category_values"], strict=True)) == dict(
+            m.categorical
+        )
+    # rows sharing a name list share one tuple, which the conversion takes by identity
+    again = spec.to_row(_env(pb.PredictionLog(numeric={"x": 2.0, "y": 1.0}), 9))
+    assert (
+        again[spec.columns.index("feature_names")] is rows[0][spec.columns.index("feature_names")]
+    )
