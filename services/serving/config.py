@@ -26,6 +26,8 @@ class AutoscalingSpec(BaseModel):
     target_ongoing_requests: float = Field(default=32.0, gt=0)
     upscale_delay_s: float = Field(default=5.0, ge=0)
     downscale_delay_s: float = Field(default=60.0, ge=0)
+    # the window Serve averages the replicas' ongoing requests over before deciding
+    look_back_period_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _check_range(self) -> AutoscalingSpec:

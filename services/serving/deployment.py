@@ -189,6 +189,7 @@ def build_variant_app(
             target_ongoing_requests=scaling.target_ongoing_requests,
             upscale_delay_s=scaling.upscale_delay_s,
             downscale_delay_s=scaling.downscale_delay_s,
+            look_back_period_s=scaling.look_back_period_s,
         )
     else:
         options["num_replicas"] = serving.replicas_for(variant)

@@ -3,6 +3,7 @@ both kinds registered as the trainer registers them, and one client joined to it
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -16,6 +17,14 @@ from tests.integration.serving.models import TinyModel, train_tiny
 from tests.integration.serving_harness import ServingProcess, run_serving
 
 XGB, MLP = "serve-xgb", "serve-mlp"
+AUTOSCALING = {
+    "min_replicas": 1,
+    "max_replicas": 2,
+    "target_ongoing_requests": 1,
+    "upscale_delay_s": 0.5,
+    "downscale_delay_s": 1.0,
+    "look_back_period_s": 2.0,
+}
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,14 @@ def served(stack: Settings) -> Iterator[Served]:
         model.register(registry, name)
     registry.set_alias(XGB, "champion", 1, actor="test", reason="serving tests")
     registry.set_alias(MLP, "champion", 1, actor="test", reason="serving tests")
-    with run_serving(stack, [XGB, MLP], replicas={"champion": 2}) as process:
+    # canary autoscales, quickly, for the autoscaling test (no other test uses canary)
+    autoscaling = {"canary": AUTOSCALING}
+    with run_serving(
+        stack,
+        [XGB, MLP],
+        replicas={"champion": 2},
+        extra_env={"DRIFTLOOP_SERVING_AUTOSCALING": json.dumps(autoscaling)},
+    ) as process:
         process.wait_for([f"{XGB}.champion", f"{MLP}.champion"])
         yield Served(process, stack, registry, {XGB: xgb_v1, f"{XGB}@2": xgb_v2, MLP: mlp})
 

@@ -244,6 +244,45 @@ async def test_variants_follow_alias_changes(served: Served, client: ServingClie
         await client.predict(MLP, "challenger", request_columns(4, seed=8))
 
 
+async def test_an_autoscaled_variant_scales_up_under_load_and_back_down_when_idle(
+    served: Served, client: ServingClient
+) -> None:
+    """canary autoscales between 1 and 2 replicas (conftest.AUTOSCALING: a target of one
+    ongoing request): 16 concurrent callers make Serve start the second replica, every
+    call answered meanwhile; idle, the variant returns to one replica."""
+    app = f"{MLP}.canary"
+    await _publish_alias_change(served, MLP, "canary", 1)
+    try:
+        await _wait_variants(client, MLP, ["canary", "champion"])
+        await _wait(lambda: _running_replicas(app) == 1, "one canary replica before any load")
+        stop = asyncio.Event()
+        answered = 0
+
+        async def caller(seed: int) -> None:
+            nonlocal answered
+            columns = request_columns(8, seed=seed)
+            while not stop.is_set():
+                prediction = await client.predict(MLP, "canary", columns)
+                assert (prediction.variant, prediction.version) == ("canary", 1)
+                answered += 1
+
+        callers = [asyncio.create_task(caller(seed)) for seed in range(16)]
+        try:
+            await _wait(
+                lambda: _running_replicas(app) == 2 or any(t.done() for t in callers),
+                "a second canary replica under load",
+                timeout_s=90,
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*callers)  # re-raises a failed call
+        assert _running_replicas(app) == 2 and answered > 0
+        await _wait(lambda: _running_replicas(app) == 1, "one canary replica when idle", 90)
+    finally:
+        await _publish_alias_change(served, MLP, "canary", None)
+        await _wait_variants(client, MLP, ["champion"])
+
+
 # -- helpers --------------------------------------------------------------------------------
 
 
@@ -335,3 +374,12 @@ async def test_a_version_that_fails_to_load_leaves_the_variant_serving(
     assert "sha256" in served.process.log()
     state = served.process.state()
     assert state is not None and state.apps[f"{MLP}.champion"].version == 1
+
+
+def _running_replicas(app: str) -> int:
+    """RUNNING replicas of `app`'s deployment, as Serve's controller reports them."""
+    from ray import serve
+
+    application = serve.status().applications.get(app)
+    deployment = application.deployments.get("variant") if application else None
+    return int(deployment.replica_states.get("RUNNING", 0)) if deployment else 0
