@@ -21,6 +21,14 @@ def test_every_panel_queries_the_clickhouse_plugin_with_its_sql() -> None:
             p.sql for p in dashboard.panels
         ]
         assert {p["datasource"]["type"] for p in doc["panels"]} == {"grafana-clickhouse-datasource"}
+        targets = [p["targets"][0] for p in doc["panels"]]
+        assert {t["datasource"]["uid"] for t in targets} == {"driftloop-clickhouse"}
+        # the plugin's formats: 0 time series, 1 table (a bar chart reads a table)
+        assert [t["format"] for t in targets] == [
+            0 if p.kind == "timeseries" else 1 for p in dashboard.panels
+        ]
+        # Grafana rejects a panel whose options are null; {} means the plugin's defaults
+        assert all(isinstance(p["options"], dict) for p in doc["panels"])
 
 
 def test_bind_replaces_the_grafana_macros() -> None:
