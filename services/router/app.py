@@ -37,6 +37,7 @@ from services.router.log_sink import KafkaSink
 from services.router.metrics import RouterMetrics
 from services.router.open_inference import InferenceServicer
 from services.router.prediction_log import PredictionLogger
+from services.router.reflection import enable_reflection
 from services.router.routing import Router, RoutingConfig
 from services.router.serving_port import ServingPort
 from services.router.spool import Spool
@@ -139,9 +140,7 @@ class RouterApp:
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         self.port = server.add_insecure_port(f"{s.router_host}:{s.router_port}")
         if self.port == 0:
             raise OSError(f"cannot bind {s.router_host}:{s.router_port}")

@@ -53,11 +53,19 @@ async def test_grpcurl_lists_calls_and_gets_field_errors_through_reflection(
             "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection",
         } <= set(out.split())
-        # (a method symbol, `describe driftloop.v1.PredictionService.Predict`, is not
-        # resolved by grpcio-reflection: upstream grpc/grpc#34743; services and messages are)
         code, out, err = await grpcurl(router.target, "describe", SERVICE)
         assert code == 0, err
         assert "rpc Predict ( .driftloop.v1.PredictRequest )" in out
+        # a method symbol too (grpcio-reflection alone answers NOT_FOUND: grpc/grpc#34743)
+        for method, rpc in (
+            (f"{SERVICE}.Predict", "rpc Predict ( .driftloop.v1.PredictRequest )"),
+            ("inference.GRPCInferenceService.ModelInfer", "rpc ModelInfer ("),
+        ):
+            code, out, err = await grpcurl(router.target, "describe", method)
+            assert code == 0, err
+            assert f"{method} is a method:" in out and rpc in out, out
+        code, out, err = await grpcurl(router.target, "describe", f"{SERVICE}.NoSuchMethod")
+        assert code != 0 and "not found" in err.lower(), (out, err)
         code, out, err = await grpcurl(router.target, "describe", "driftloop.v1.PredictRequest")
         assert code == 0, err
         assert "map<string, double> numeric" in out
