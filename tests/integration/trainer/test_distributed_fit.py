@@ -77,19 +77,44 @@ def listeners_during_fit() -> list[tuple[int, str, int]]:
 
 
 @pytest.fixture(scope="module")
+def shim_of_exposed() -> dict[int, str]:
+    """For a process seen listening off loopback: whether the shim was in its environment
+    and mapped (read while it ran, to explain a failure)."""
+    return {}
+
+
+def _shim_state(pid: int) -> str:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120]
+    except OSError as exc:
+        return f"unreadable ({exc.__class__.__name__})"
+    preload = [e.decode(errors="replace") for e in environ if e.startswith(b"LD_PRELOAD=")]
+    return f"{cmdline.decode(errors='replace')!r} {preload or 'no LD_PRELOAD'}, " + (
+        "shim mapped" if "loopback-bind" in maps else "shim not mapped"
+    )
+
+
+@pytest.fixture(scope="module")
 def distributed(
     ray_local: str,
     data: TrainingData,
     encoder: FeatureEncoder,
     tmp_path_factory: pytest.TempPathFactory,
     listeners_during_fit: list[tuple[int, str, int]],
+    shim_of_exposed: dict[int, str],
 ) -> TrainingOutcome:
     storage = tmp_path_factory.mktemp("ray-train")
     done = threading.Event()
 
     def sample() -> None:  # Ray's processes and its workers are below this one
         while not done.is_set():
-            listeners_during_fit.extend(listening_sockets(process_tree(os.getpid())))
+            seen = listening_sockets(process_tree(os.getpid()))
+            listeners_during_fit.extend(seen)
+            for pid, addr, _ in seen:
+                if addr not in LOOPBACK and pid not in shim_of_exposed:
+                    shim_of_exposed[pid] = _shim_state(pid)
             done.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -102,13 +127,18 @@ def distributed(
 
 
 def test_the_collective_listens_on_loopback_only(
-    distributed: TrainingOutcome, listeners_during_fit: list[tuple[int, str, int]]
+    distributed: TrainingOutcome,
+    listeners_during_fit: list[tuple[int, str, int]],
+    shim_of_exposed: dict[int, str],
 ) -> None:
     """libxgboost's collective binds the wildcard address; the loopback bind shim that
     the local Ray workers preload (services/common/loopback_shim.py) makes it 127.0.0.1."""
     assert listeners_during_fit, "the sampler saw no listener at all"
     exposed = {(p, addr, port) for p, addr, port in listeners_during_fit if addr not in LOOPBACK}
-    assert not exposed, f"non-loopback listeners during the fit: {sorted(exposed)}"
+    assert not exposed, (
+        f"non-loopback listeners during the fit: {sorted(exposed)}; "
+        f"their processes: {shim_of_exposed}"
+    )
 
 
 def _holdout(
