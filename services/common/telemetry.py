@@ -2,15 +2,21 @@
 
 One call per process, `setup_telemetry(settings)`, picks the exporters from
 `settings.telemetry_exporter` (none | console | memory | otlp) and installs the providers
-as OpenTelemetry's globals. The W3C trace context travels in Kafka record headers and in
-gRPC metadata through the globally configured propagator (tracecontext + baggage).
+as OpenTelemetry's globals. The W3C trace context travels in Kafka record headers, in
+gRPC metadata and in a small dict next to a Serve call's arguments (`trace_carrier`),
+through the globally configured propagator (tracecontext + baggage).
+
+Work done once for several requests (a coalesced Serve call, a `@serve.batch` batch)
+gets one span, `start_batch_span`: a child of the first request's span and linked to
+every request's, OpenTelemetry's idiom for batching (a span has one parent, any links).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +39,8 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind
+from opentelemetry.util.types import Attributes
 
 from services.common.settings import Settings
 
@@ -44,7 +52,9 @@ __all__ = [
     "KafkaHeaders",
     "Telemetry",
     "TelemetryError",
+    "TraceCarrier",
     "build_telemetry",
+    "carried_span_context",
     "extract_grpc_metadata",
     "extract_kafka_headers",
     "inject_grpc_metadata",
@@ -54,6 +64,8 @@ __all__ = [
     "instrument_grpc_server",
     "instrument_redis",
     "setup_telemetry",
+    "start_batch_span",
+    "trace_carrier",
 ]
 
 _log = logging.getLogger(__name__)
@@ -61,6 +73,8 @@ _log = logging.getLogger(__name__)
 # aiokafka's header shape: a list of (name, value-bytes) pairs; names may repeat.
 KafkaHeaders = list[tuple[str, bytes]]
 GrpcMetadata = list[tuple[str, str]]
+# A Serve call's trace context: `traceparent` (and `tracestate`, `baggage`) -> value.
+TraceCarrier = dict[str, str]
 
 
 class TelemetryError(RuntimeError):
@@ -238,6 +252,48 @@ def inject_grpc_metadata(
 
 def extract_grpc_metadata(metadata: Iterable[tuple[str, Any]] | None) -> Context:
     return propagate.extract(list(metadata or ()), getter=_GRPC_GETTER)
+
+
+def trace_carrier(context: Context | None = None) -> TraceCarrier | None:
+    """The trace context of `context` (default: the current one) as a small dict, or None
+    when its span is not sampled (or there is none).
+
+    An unsampled span is recorded nowhere downstream (samplers follow the parent), so an
+    untraced call, and every call of a process whose exporter is `none` (its spans are
+    never sampled), carries nothing and pays one context-variable read."""
+    if not trace.get_current_span(context).get_span_context().trace_flags.sampled:
+        return None
+    carrier: TraceCarrier = {}
+    propagate.inject(carrier, context=context)
+    return carrier
+
+
+def carried_span_context(carrier: Mapping[str, str] | None) -> SpanContext | None:
+    """The caller's span context in a `trace_carrier` dict; None when there is none."""
+    if not carrier:
+        return None
+    span_context = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+def start_batch_span(
+    tracer: trace.Tracer,
+    name: str,
+    requests: Sequence[SpanContext],
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Attributes = None,
+) -> AbstractContextManager[trace.Span]:
+    """The current span for work done once for `requests` (at least one span context):
+    a child of the first request's span, linked to every request's."""
+    parent = trace.set_span_in_context(NonRecordingSpan(requests[0]))
+    return tracer.start_as_current_span(
+        name,
+        context=parent,
+        kind=kind,
+        links=[Link(request) for request in requests],
+        attributes=attributes,
+    )
 
 
 def instrument_grpc_server(telemetry: Telemetry) -> grpc.aio.ServerInterceptor:

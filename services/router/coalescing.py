@@ -6,16 +6,28 @@ gets a queue and at most `max_in_flight` workers: a worker takes the first waiti
 request and everything queued behind it (up to `max_rows` rows) as one call. With few
 calls in flight, requests queue while a call runs, so batches grow with load; at low
 load a request goes out at once, alone (no waiting window).
+
+Tracing: a worker serves many requests, so it runs in an empty context of its own (a task
+created inside a request would otherwise keep that request's span as its current one for
+ever). Each request's span context is taken at `submit`; a call for traced requests runs
+under one `router.serve_call` span, a child of the first request's span and linked to
+every traced request's (services.common.telemetry.start_batch_span), and the serving
+client passes that span on to the replica. A call for untraced requests makes no span.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext, SpanKind
 
+from services.common.telemetry import start_batch_span
 from services.router.features import FeatureFrame
 
 __all__ = ["Coalescer", "VariantResult"]
@@ -36,6 +48,7 @@ BatchObserver = Callable[[str, str, int], None]
 class _Pending:
     frame: FeatureFrame
     future: asyncio.Future[VariantResult]
+    span_context: SpanContext  # the submitting request's (invalid when untraced)
 
 
 @dataclass
@@ -54,8 +67,10 @@ class Coalescer:
         max_in_flight: int = 2,
         max_rows: int = 512,
         on_batch: BatchObserver | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._call = call
+        self._tracer = tracer or trace.get_tracer("driftloop.router")
         self._max_in_flight = max_in_flight
         self._max_rows = max_rows
         self._on_batch = on_batch
@@ -66,11 +81,14 @@ class Coalescer:
         if lane is None:
             lane = self._lanes[(model, variant)] = _Lane()
             lane.workers = [
-                asyncio.create_task(self._work(model, variant, lane.queue))
+                asyncio.create_task(
+                    self._work(model, variant, lane.queue), context=contextvars.Context()
+                )
                 for _ in range(self._max_in_flight)
             ]
         future: asyncio.Future[VariantResult] = asyncio.get_running_loop().create_future()
-        lane.queue.put_nowait(_Pending(frame, future))
+        span_context = trace.get_current_span().get_span_context()
+        lane.queue.put_nowait(_Pending(frame, future, span_context))
         return await future
 
     async def _work(self, model: str, variant: str, queue: asyncio.Queue[_Pending]) -> None:
@@ -88,7 +106,8 @@ class Coalescer:
                 self._on_batch(model, variant, rows)
             merged = FeatureFrame.concat([p.frame for p in live])
             try:
-                result = await self._call(model, variant, merged)
+                with self._span(model, variant, live, merged.rows):
+                    result = await self._call(model, variant, merged)
             except asyncio.CancelledError:
                 for p in live:
                     if not p.future.done():
@@ -107,6 +126,25 @@ class Coalescer:
                         VariantResult(result.scores[start:end], result.version, result.variant)
                     )
                 start = end
+
+    def _span(
+        self, model: str, variant: str, live: list[_Pending], rows: int
+    ) -> AbstractContextManager[object]:
+        traced = [p.span_context for p in live if p.span_context.trace_flags.sampled]
+        if not traced:
+            return nullcontext()
+        return start_batch_span(
+            self._tracer,
+            "router.serve_call",
+            traced,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "driftloop.model": model,
+                "driftloop.variant": variant,
+                "driftloop.requests": len(live),
+                "driftloop.rows": rows,
+            },
+        )
 
     async def close(self) -> None:
         tasks = [t for lane in self._lanes.values() for t in lane.workers]

@@ -11,6 +11,10 @@ being replaced is retried, with a short backoff, within `retry_budget_s` (and th
 own `timeout_s`): Serve routes the retry to a live replica, so callers see no failure
 while Serve replaces the dead one. What is deployed is refreshed from Serve's controller
 every `refresh_interval_s`, so `variants()` follows deployments and removals.
+
+A call made under a sampled span carries that span's W3C trace context to the replica, as
+a second argument (`trace_carrier`): the replica's batch span continues the trace. An
+untraced call sends the columns alone.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 
 from services.common.ray_runtime import ensure_ray
 from services.common.settings import Settings
+from services.common.telemetry import trace_carrier
 from services.serving.config import ServingSettings
 from services.serving.deployment import DEPLOYMENT_NAME, app_name, parse_app_name
 from services.serving.errors import InvalidFeatures, ModelNotServed, ServingUnavailable
@@ -39,6 +44,7 @@ __all__ = ["Prediction", "ServingClient", "serving_ray_address"]
 _LIVE_STATES = frozenset({"RUNNING", "DEPLOYING", "UNHEALTHY"})
 _FIRST_BACKOFF_S = 0.02
 _MAX_BACKOFF_S = 0.5
+_CLOSE_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class ServingClient:
         self._variants: dict[str, list[str]] = {}
         self._handles: dict[tuple[str, str], Any] = {}
         self._refresher: asyncio.Task[None] | None = None
+        self._reading: asyncio.Future[dict[str, str]] | None = None  # the last controller read
         self._retryable = _retryable_errors()
 
     @classmethod
@@ -116,8 +123,11 @@ class ServingClient:
 
     async def refresh(self) -> None:
         """Re-read the deployed applications from Serve's controller."""
+        reading = self._reading = asyncio.ensure_future(asyncio.to_thread(_application_states))
+        reading.add_done_callback(_retrieve)
         try:
-            statuses = await asyncio.to_thread(_application_states)
+            # shielded: a cancelled refresh leaves the read to finish (see `close`)
+            statuses = await asyncio.shield(reading)
         except Exception as exc:
             raise ServingUnavailable(f"cannot read Serve's applications: {exc}") from exc
         variants: dict[str, list[str]] = {}
@@ -152,11 +162,13 @@ class ServingClient:
         budget_s = min(self._serving.retry_budget_s, timeout_s if timeout_s else math.inf)
         deadline = loop.time() + budget_s
         backoff_s = _FIRST_BACKOFF_S
+        carrier = trace_carrier()
+        args = (columns,) if carrier is None else (columns, carrier)
         while True:
             remaining = deadline - loop.time()
             try:
                 async with asyncio.timeout(remaining):
-                    reply = await handle.remote(columns)
+                    reply = await handle.remote(*args)
                 break
             except TimeoutError:
                 raise ServingUnavailable(
@@ -184,6 +196,11 @@ class ServingClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
             self._refresher = None
+        if self._reading is not None and not self._reading.done():
+            # A cancel does not stop the thread reading Serve's controller: let it finish,
+            # so the caller may shut Ray down (a thread left inside ray.get then blocks
+            # for ever, and with it the process's exit).
+            await asyncio.wait({self._reading}, timeout=_CLOSE_WAIT_S)
         self._handles.clear()
 
     async def _handle(self, model: str, variant: str) -> Any:
@@ -207,6 +224,11 @@ class ServingClient:
             await asyncio.sleep(self._serving.refresh_interval_s)
             with contextlib.suppress(ServingUnavailable):  # keep the last known list
                 await self.refresh()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # a read nobody awaits any more must not log "never retrieved"
 
 
 def _application_states() -> dict[str, str]:

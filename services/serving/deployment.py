@@ -11,17 +11,28 @@ while the old one keeps answering, then swaps it in one assignment: zero downtim
 Each request is a mapping of feature columns; `@serve.batch` merges concurrent requests
 (the router already merges its own) into one predict call. The reply is a `Scored` or a
 `Rejected` value, never an exception, so one bad request cannot fail the batch it shares.
+
+Tracing: a request may carry its caller's trace context (`trace_carrier`, see client.py).
+Each replica process sets up telemetry once (as `driftloop-serving`, with the serving
+process's exporter setting and OTEL_* variables, see `build_variant_app`); a batch with
+traced requests gets one `serving.batch` span, a child of the first traced request's span
+and linked to every traced request's. A batch of untraced requests makes no span.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from ray import serve
 from ray.serve.config import AutoscalingConfig
 
@@ -29,6 +40,12 @@ from services.common.artifacts import ArtifactStore
 from services.common.ray_runtime import REPO_ROOT
 from services.common.registry import ModelRegistry
 from services.common.settings import Settings
+from services.common.telemetry import (
+    TraceCarrier,
+    carried_span_context,
+    setup_telemetry,
+    start_batch_span,
+)
 from services.serving import SERVING_RAY_ENV
 from services.serving.config import BatchingSpec, ServingSettings
 from services.serving.loopback import bind_replicas_to_loopback
@@ -37,6 +54,7 @@ from services.serving.servable import Columns, Reply, Servable
 __all__ = [
     "DEPLOYMENT_NAME",
     "REPLICA_ENV",
+    "REPLICA_SERVICE_NAME",
     "VariantServer",
     "app_name",
     "build_variant_app",
@@ -46,13 +64,23 @@ __all__ = [
 
 DEPLOYMENT_NAME = "variant"
 REPLICA_ENV = {k: v for k, v in SERVING_RAY_ENV.items() if k.startswith("RAY_SERVE_")}
+REPLICA_SERVICE_NAME = "driftloop-serving"
 _CODE_FILES = (
     "services/serving/deployment.py",
     "services/serving/servable.py",
+    "services/common/telemetry.py",
     "services/common/encoding.py",
     "services/common/predictors.py",
     "services/common/registry/formats.py",
 )
+
+
+class _Call(NamedTuple):
+    """One call as `@serve.batch` queues it (one argument: Serve batches each positional
+    argument into a list of its own)."""
+
+    columns: Columns
+    trace_carrier: TraceCarrier | None
 
 
 def app_name(model: str, variant: str) -> str:
@@ -88,6 +116,17 @@ class VariantServer:
         self._batch_sizes: Counter[int] = Counter()  # requests per batch -> batches
         self._rows = 0
         self._started = time.time()
+        # Settings built without a service name (a deployer given generic settings) still
+        # report the replicas' spans as the serving service's.
+        generic = settings.service_name == Settings.model_fields["service_name"].default
+        name = REPLICA_SERVICE_NAME if generic else settings.service_name
+        self._telemetry = setup_telemetry(settings.model_copy(update={"service_name": name}))
+        # Exporter `none` samples nothing: skip even reading the carriers.
+        self._tracer = (
+            self._telemetry.tracer("driftloop.serving")
+            if self._telemetry.exporter != "none"
+            else None
+        )
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         """Apply `user_config`: batching knobs at once, a new version after its warm-up."""
@@ -115,18 +154,42 @@ class VariantServer:
         self._servable = servable  # the swap: one assignment, between two batches
         self._swaps += 1
 
-    async def predict(self, columns: Columns) -> Reply:
-        return await self._score_batch(columns)
+    async def predict(self, columns: Columns, trace_carrier: TraceCarrier | None = None) -> Reply:
+        return await self._score_batch(_Call(columns, trace_carrier))
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
-    async def _score_batch(self, requests: list[Columns]) -> list[Reply]:
+    async def _score_batch(self, calls: list[_Call]) -> list[Reply]:
         servable = self._servable
         if servable is None:  # cannot happen: Serve routes only to ready replicas
             raise RuntimeError("no model loaded")
-        replies = servable.score(requests)
-        self._batch_sizes[len(requests)] += 1
-        self._rows += sum(len(r.scores) for r in replies if hasattr(r, "scores"))
+        with self._batch_span(calls, servable.version) as span:
+            replies = servable.score([call.columns for call in calls])
+            rows = sum(len(r.scores) for r in replies if hasattr(r, "scores"))
+            if span is not None:
+                span.set_attribute("driftloop.rows", rows)
+        self._batch_sizes[len(calls)] += 1
+        self._rows += rows
         return replies
+
+    @contextmanager
+    def _batch_span(self, calls: Sequence[_Call], version: int) -> Iterator[trace.Span | None]:
+        traced = []
+        if self._tracer is not None:
+            carried = (carried_span_context(c.trace_carrier) for c in calls if c.trace_carrier)
+            traced = [span_context for span_context in carried if span_context is not None]
+        if self._tracer is None or not traced:
+            yield None
+            return
+        attributes: dict[str, str | int] = {
+            "driftloop.model": self._model,
+            "driftloop.variant": self._variant,
+            "driftloop.version": version,
+            "driftloop.requests": len(calls),
+        }
+        with start_batch_span(
+            self._tracer, "serving.batch", traced, kind=SpanKind.SERVER, attributes=attributes
+        ) as span:
+            yield span
 
     def stats(self) -> dict[str, Any]:
         """What this replica serves and how it has batched (tests, debugging)."""
@@ -148,6 +211,12 @@ class VariantServer:
         if self._servable is None:
             raise RuntimeError(f"{self._model}.{self._variant}: no model loaded")
 
+    def __del__(self) -> None:
+        # Serve calls this on a graceful shutdown: spans still queued for export leave now.
+        telemetry = getattr(self, "_telemetry", None)
+        if telemetry is not None:
+            telemetry.tracer_provider.force_flush(timeout_millis=2_000)
+
 
 def build_variant_app(
     settings: Settings,
@@ -164,7 +233,10 @@ def build_variant_app(
         "batching": serving.batching.model_dump(),
         "warmup_rounds": serving.warmup_rounds,
     }
-    env = {**REPLICA_ENV, "PYTHONPATH": str(Path(REPO_ROOT))}
+    # Replicas export spans as this process is configured to (the exporter setting travels
+    # in `settings`; the OTLP endpoint, headers and batching in OTEL_* variables).
+    otel_env = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
+    env = {**otel_env, **REPLICA_ENV, "PYTHONPATH": str(Path(REPO_ROOT))}
     options: dict[str, Any] = {
         "name": DEPLOYMENT_NAME,
         "max_ongoing_requests": serving.max_ongoing_requests,

@@ -1,7 +1,11 @@
 """The router against the real stack: one serving service (real Ray + Serve, started as
 `python -m services.serving`) for the package, small credit models registered as the
 trainer registers them, online features in Redis, and router replicas started in this
-process (each with its own gRPC port, Redis subscription, Kafka producer and spool)."""
+process (each with its own gRPC port, Redis subscription, Kafka producer and spool).
+
+Serving's replicas export their spans over OTLP to a receiver the package runs (`otlp`).
+That costs the other tests nothing: a replica makes a span only for a call that carries
+a sampled trace context, and the in-process routers have no SDK installed."""
 
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ from services.router.serving_port import ServingPort
 from services.serving.state import read_state
 from services.trainer.models import fit_model
 from services.trainer.profile import build_reference_profile
+from tests.integration.otlp_receiver import OtlpReceiver, run_otlp_receiver
 from tests.integration.trainer.synthetic import credit_schema, credit_table
 
 MODEL = "rt-credit"
@@ -109,7 +114,23 @@ class Served:
 
 
 @pytest.fixture(scope="package")
-def served(stack: Settings) -> Iterator[Served]:
+def otlp() -> Iterator[OtlpReceiver]:
+    with run_otlp_receiver() as receiver:
+        yield receiver
+
+
+def otlp_env(receiver: OtlpReceiver) -> dict[str, str]:
+    """Environment of a process that exports its spans to `receiver`, promptly."""
+    return {
+        "DRIFTLOOP_TELEMETRY_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",  # ms; the SDK's default is 5 s
+    }
+
+
+@pytest.fixture(scope="package")
+def served(stack: Settings, otlp: OtlpReceiver) -> Iterator[Served]:
     registry = ModelRegistry.from_settings(stack)
     v1_model, v1_table = _train(0)
     v2_model, _ = _train(5)
@@ -132,6 +153,7 @@ def served(stack: Settings) -> Iterator[Served]:
         "DRIFTLOOP_SERVING_GROUP_ID": f"router-test-{time.time_ns()}",
         "DRIFTLOOP_SERVING_RAY_NUM_CPUS": "2",
         "DRIFTLOOP_RAY_TMPDIR": os.environ.get("DRIFTLOOP_RAY_TMPDIR", "/tmp/dl-ray") + "-rs",
+        **otlp_env(otlp),
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from services.common.settings import load_settings
 from services.serving.config import ServingSettings
 from services.serving.deployment import build_variant_app, code_version
@@ -40,3 +42,20 @@ def test_replicas_autoscaling_and_user_config_per_variant(tmp_path: Path) -> Non
     }
     assert config.max_ongoing_requests == 100
     assert champion.version == shadow.version == code_version()
+
+
+def test_replicas_get_the_services_otel_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicas export spans as the serving process is configured to: the exporter setting
+    travels in the settings they are built with, the OTLP endpoint and batching in OTEL_*."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
+    settings = load_settings(home=tmp_path, telemetry_exporter="otlp")
+    app = build_variant_app(settings, ServingSettings(), "credit", "champion", 1)
+    deployment = _deployment(app)
+    env = deployment.ray_actor_options["runtime_env"]["env_vars"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4317"
+    assert env["OTEL_BSP_SCHEDULE_DELAY"] == "200"
+    assert not any(k.startswith("DRIFTLOOP_") for k in env)  # settings travel as an argument
+    assert deployment.init_args[0].telemetry_exporter == "otlp"
