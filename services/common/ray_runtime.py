@@ -35,6 +35,10 @@ __all__ = ["RAY_ENV_DEFAULTS", "ensure_ray", "ray_address", "ray_temp_dir", "shu
 RAY_ENV_DEFAULTS: dict[str, str] = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep the node IP (and every listener) on loopback
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage report over the network
+    # A Ray API called while not connected (a thread still reading after shutdown_ray)
+    # raises instead of quietly starting a default local instance: one with a dashboard and
+    # without the loopback shim, which a later ensure_ray() would then reuse as it is.
+    "RAY_ENABLE_AUTO_CONNECT": "0",
 }
 for _name, _value in RAY_ENV_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
@@ -65,6 +69,10 @@ def _force_loopback(ray_module: Any) -> None:
         if constants is not None and getattr(constants, "ENABLE_RAY_CLUSTER", False):
             _log.warning("ray was imported before services.common.ray_runtime; forcing loopback")
             vars(constants)["ENABLE_RAY_CLUSTER"] = False
+    if os.environ.get("RAY_ENABLE_AUTO_CONNECT") == "0":
+        hook = sys.modules.get("ray._private.auto_init_hook")
+        if hook is not None and getattr(hook, "enable_auto_connect", False):
+            vars(hook)["enable_auto_connect"] = False
 
 
 def ensure_ray(
