@@ -18,7 +18,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,11 @@ from services.monitor.drift import PSI_SMOOTHING
 from tests.integration.harness import ServiceProcess, isolated_settings
 from tests.integration.ingest.events_gen import publish, read_topic
 from tests.integration.monitor.harness import MonitorHarness, wait_until
-from tests.integration.trainer.loop_harness import labelled_stream, model_events, write_spec
+from tests.integration.trainer.loop_harness import (
+    labelled_stream,
+    until_model_events,
+    write_spec,
+)
 
 MODEL = "credit-loop"
 FEATURE = "debt_to_income"  # credit_sample's `shift` moves this feature only
@@ -98,24 +102,6 @@ def _psi(
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def _until(
-    settings: Settings,
-    done: Callable[[list[pb.ModelEvent]], bool],
-    timeout_s: float,
-    *procs: ServiceProcess,
-) -> list[pb.ModelEvent]:
-    """`models.events` once `done(events)` holds; fails with the logs if a service dies."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        events = asyncio.run(model_events(settings))
-        if done(events):
-            return events
-        if any(not p.alive() for p in procs) or time.monotonic() > deadline:
-            logs = "\n---\n".join(p.log_tail() for p in procs)
-            seen = [(T.Name(e.type), e.version, e.reason[:100]) for e in events]
-            raise AssertionError(f"timed out or a service died; events so far: {seen}\n{logs}")
-
-
 def _drift_events(monitor: MonitorHarness) -> list[pb.DriftEvent]:
     rows = asyncio.run(
         read_topic(monitor.settings, monitor.topics.drift_events, pb.DriftEvent, idle_s=1.0)
@@ -151,14 +137,16 @@ def test_the_trainer_retrains_on_the_monitors_drift_event(stack: Settings, tmp_p
         monitor.start()  # while the champion trains
         assert monitor.process is not None
         procs = (ingest, trainer, monitor.process)
-        events = _until(
-            settings,
-            lambda ev: any(
-                e.type == T.Value("MODEL_EVENT_TYPE_ALIAS_CHANGED") and e.alias == "champion"
-                for e in ev
-            ),
-            300,
-            *procs,
+        events = asyncio.run(
+            until_model_events(
+                settings,
+                lambda ev: any(
+                    e.type == T.Value("MODEL_EVENT_TYPE_ALIAS_CHANGED") and e.alias == "champion"
+                    for e in ev
+                ),
+                300,
+                *procs,
+            )
         )
         [registered] = [e for e in events if e.type == pb.MODEL_EVENT_TYPE_REGISTERED]
         registry = ModelRegistry(ArtifactStore(settings.artifact_root))
@@ -199,11 +187,13 @@ def test_the_trainer_retrains_on_the_monitors_drift_event(stack: Settings, tmp_p
         assert not math.isclose(event.value, _psi(reference, shifted, deciles), rel_tol=1e-6)
 
         # the running trainer consumes that event, retrains and gates against v1
-        events = _until(
-            settings,
-            lambda ev: any(e.type in GATES and e.version != registered.version for e in ev),
-            300,
-            *procs,
+        events = asyncio.run(
+            until_model_events(
+                settings,
+                lambda ev: any(e.type in GATES and e.version != registered.version for e in ev),
+                300,
+                *procs,
+            )
         )
         named = (
             f"{event.metric}({event.feature}) = {event.value:.4g} over "

@@ -6,19 +6,23 @@ with it)."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from driftloop.v1 import events_pb2 as pb
 from services.common.settings import Settings
 from services.ingest.samples import credit_sample
+from tests.integration.harness import ServiceProcess
 from tests.integration.ingest.events_gen import Item, read_topic
 
 __all__ = [
     "labelled_stream",
     "model_events",
+    "until_model_events",
     "write_spec",
 ]
 
@@ -64,3 +68,21 @@ async def model_events(settings: Settings, idle_s: float = 1.5) -> list[pb.Model
     events = [m for _, _, m in rows]
     assert all(isinstance(e, pb.ModelEvent) for e in events)
     return sorted(events, key=lambda e: e.created_at_ms)  # type: ignore[attr-defined]
+
+
+async def until_model_events(
+    settings: Settings,
+    done: Callable[[list[pb.ModelEvent]], bool],
+    timeout_s: float,
+    *procs: ServiceProcess,
+) -> list[pb.ModelEvent]:
+    """`models.events` once `done(events)` holds; fails with the logs if a service dies."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        events = await model_events(settings)
+        if done(events):
+            return events
+        if any(not p.alive() for p in procs) or time.monotonic() > deadline:
+            logs = "\n---\n".join(p.log_tail() for p in procs)
+            seen = [(pb.ModelEventType.Name(e.type), e.version, e.reason[:100]) for e in events]
+            raise AssertionError(f"timed out or a service died; events so far: {seen}\n{logs}")

@@ -10,7 +10,7 @@ import json
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from tests.integration.trainer.loop_harness import (
     get_json,
     labelled_stream,
     model_events,
+    until_model_events,
     write_spec,
 )
 
@@ -52,24 +53,6 @@ async def _topics(settings: Settings) -> None:
         ],
         partitions=1,
     )
-
-
-async def _until(
-    settings: Settings,
-    done: Callable[[list[pb.ModelEvent]], bool],
-    timeout_s: float,
-    *procs: ServiceProcess,
-) -> list[pb.ModelEvent]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        events = await model_events(settings)
-        if done(events):
-            return events
-        dead = [p for p in procs if not p.alive()]
-        if dead or time.monotonic() > deadline:
-            logs = "\n---\n".join(p.log_tail() for p in procs)
-            seen = [(T.Name(e.type), e.version, e.reason[:80]) for e in events]
-            raise AssertionError(f"timed out or a service died; events so far: {seen}\n{logs}")
 
 
 def _of(events: list[pb.ModelEvent], kind: int) -> list[pb.ModelEvent]:
@@ -105,7 +88,7 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
     try:
         # 2,000 rows are too few (min_new_rows 3,000); 3,000 more train.
         await publish(settings, settings.topics.data_events, labelled_stream(2000, seed=1))
-        await _until(
+        await until_model_events(
             settings,
             lambda ev: any(
                 e.reason.startswith("skipped:not_enough_rows")
@@ -116,7 +99,7 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
             trainer,
         )
         await publish(settings, settings.topics.data_events, labelled_stream(3000, seed=11))
-        events = await _until(
+        events = await until_model_events(
             settings,
             lambda ev: any(
                 e.alias == "champion" for e in _of(ev, T.Value("MODEL_EVENT_TYPE_ALIAS_CHANGED"))
@@ -171,7 +154,7 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
         async with create_producer(settings) as producer:
             await producer.send_and_wait(settings.topics.drift_events, drift, key="credit-loop")
         gate_kinds = (pb.MODEL_EVENT_TYPE_GATE_PASSED, pb.MODEL_EVENT_TYPE_GATE_FAILED)
-        events = await _until(
+        events = await until_model_events(
             settings,
             lambda ev: any(e.type in gate_kinds and e.version == "2" for e in ev),
             240,
@@ -196,7 +179,7 @@ async def test_ingest_then_trainer_registers_a_champion_and_a_drift_retrain_is_g
         await publish(
             settings, settings.topics.data_events, labelled_stream(3000, seed=9, shift=0.5)
         )
-        events = await _until(
+        events = await until_model_events(
             settings,
             lambda ev: any(e.type in gate_kinds and e.version == "3" for e in ev),
             240,
@@ -287,7 +270,7 @@ async def test_sigkill_during_training_leaves_every_alias_loadable(
     assert first.wait(timeout_s=300) in (0, 3), first.log_tail()
     victim = ServiceProcess(cli, env, tmp / "train-2.log").start()
     try:
-        await _until(
+        await until_model_events(
             settings,
             lambda ev: len(_of(ev, pb.MODEL_EVENT_TYPE_TRAINING_STARTED)) >= 2,
             120,

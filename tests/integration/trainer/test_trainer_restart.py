@@ -13,8 +13,13 @@ from services.common.kafka import create_producer
 from services.common.settings import Settings
 from services.trainer.events import model_event
 from tests.integration.harness import ServiceProcess, isolated_settings
-from tests.integration.trainer.loop_harness import get_json, model_events, write_spec
-from tests.integration.trainer.test_trainer_loop import _topics, _until
+from tests.integration.trainer.loop_harness import (
+    get_json,
+    model_events,
+    until_model_events,
+    write_spec,
+)
+from tests.integration.trainer.test_trainer_loop import _topics
 
 
 def _drift(event_id: str) -> pb.DriftEvent:
@@ -88,7 +93,7 @@ async def test_a_restart_inside_the_cooldown_keeps_the_cooldown_and_the_last_sta
                 await producer.send_and_wait(
                     settings.topics.drift_events, _drift(f"d{round_}"), key="credit-restart"
                 )
-            events = await _until(
+            events = await until_model_events(
                 settings, lambda ev, n=round_: len(_cooldown_skips(ev)) >= n, 60, trainer
             )
             skip = _cooldown_skips(events)[-1]
